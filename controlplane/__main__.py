@@ -1,0 +1,5 @@
+"""``python -m controlplane`` is the ``bourse`` command."""
+
+from controlplane.cli import main
+
+raise SystemExit(main())

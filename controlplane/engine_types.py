@@ -1,0 +1,418 @@
+"""Typed shapes of the dicts that cross the engine boundary.
+
+Commands go in (``Engine.apply``, ``encode_command``); events, orders and markets come out.
+They mirror the serde form of the Rust types in ``rust/engine/src`` (``command.rs``,
+``event.rs``, ``types.rs``): a ``type`` tag in snake_case plus the variant's fields.
+
+Units: asset amounts are atoms; prices are price units (``p`` means ``p / 10**price_decimals``
+quote per whole base) and multiples of the market's tick size; quantities are base atoms and
+multiples of its lot size. Account 0 is the fee account.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NotRequired, TypeAlias, TypedDict
+
+Side: TypeAlias = Literal["buy", "sell"]
+OrderType: TypeAlias = Literal["limit", "market"]
+TimeInForce: TypeAlias = Literal["gtc", "ioc", "fok"]
+StpMode: TypeAlias = Literal["none", "expire_taker", "expire_maker", "expire_both", "decrement"]
+MarketStatus: TypeAlias = Literal["trading", "halted", "delisted"]
+AccountStatus: TypeAlias = Literal["active", "frozen"]
+CommandKind: TypeAlias = Literal[
+    "list_asset",
+    "list_market",
+    "set_market_status",
+    "set_fee_tier",
+    "create_account",
+    "set_account_fee_tier",
+    "set_account_status",
+    "deposit",
+    "withdraw",
+    "place_order",
+    "cancel_order",
+    "cancel_all",
+    "amend_order",
+]
+RejectReason: TypeAlias = Literal[
+    "unknown_asset",
+    "asset_exists",
+    "unknown_market",
+    "market_exists",
+    "invalid_market_spec",
+    "unknown_account",
+    "account_exists",
+    "account_frozen",
+    "reserved_account",
+    "market_halted",
+    "market_delisted",
+    "zero_quantity",
+    "zero_price",
+    "price_off_tick",
+    "quantity_off_lot",
+    "below_min_notional",
+    "overflow",
+    "insufficient_balance",
+    "post_only_would_take",
+    "duplicate_client_order_id",
+    "order_not_found",
+    "invalid_order",
+    "price_above_reserve",
+    "amend_no_change",
+    "unknown_fee_tier",
+    "invalid_fee",
+    "invalid_status_transition",
+    "not_amendable",
+]
+DoneReason: TypeAlias = Literal[
+    "filled",
+    "cancelled",
+    "expired",
+    "fok_unfilled",
+    "self_trade",
+    "protection_limit",
+    "budget_exhausted",
+    "delisted",
+]
+BookAction: TypeAlias = Literal["add", "reduce", "fill", "remove"]
+
+
+class OrderById(TypedDict):
+    """Refer to an order by the engine's order id."""
+
+    id: int
+
+
+class OrderByClientId(TypedDict):
+    """Refer to an order by the account's client order id."""
+
+    client: int
+
+
+OrderRef: TypeAlias = OrderById | OrderByClientId
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+class ListAssetCommand(TypedDict):
+    type: Literal["list_asset"]
+    asset: int
+    decimals: int
+
+
+class ListMarketCommand(TypedDict):
+    type: Literal["list_market"]
+    market: int
+    base: int
+    quote: int
+    price_decimals: int
+    tick_size: int
+    lot_size: int
+    min_notional: int
+
+
+class SetMarketStatusCommand(TypedDict):
+    type: Literal["set_market_status"]
+    market: int
+    status: MarketStatus
+
+
+class SetFeeTierCommand(TypedDict):
+    type: Literal["set_fee_tier"]
+    tier: int
+    maker_bps: int
+    taker_bps: int
+
+
+class CreateAccountCommand(TypedDict):
+    type: Literal["create_account"]
+    account: int
+    fee_tier: int
+
+
+class SetAccountFeeTierCommand(TypedDict):
+    type: Literal["set_account_fee_tier"]
+    account: int
+    fee_tier: int
+
+
+class SetAccountStatusCommand(TypedDict):
+    type: Literal["set_account_status"]
+    account: int
+    status: AccountStatus
+
+
+class DepositCommand(TypedDict):
+    type: Literal["deposit"]
+    account: int
+    asset: int
+    amount: int
+
+
+class WithdrawCommand(TypedDict):
+    type: Literal["withdraw"]
+    account: int
+    asset: int
+    amount: int
+
+
+class PlaceOrderCommand(TypedDict):
+    type: Literal["place_order"]
+    account: int
+    market: int
+    side: Side
+    order_type: OrderType
+    client_order_id: NotRequired[int]
+    time_in_force: NotRequired[TimeInForce]
+    post_only: NotRequired[bool]
+    stp: NotRequired[StpMode]
+    price: NotRequired[int]
+    quantity: NotRequired[int]
+    quote_quantity: NotRequired[int]
+    reserve_price: NotRequired[int]
+
+
+class CancelOrderCommand(TypedDict):
+    type: Literal["cancel_order"]
+    account: int
+    order: OrderRef
+
+
+class CancelAllCommand(TypedDict):
+    type: Literal["cancel_all"]
+    account: int
+    market: NotRequired[int | None]
+
+
+class AmendOrderCommand(TypedDict):
+    type: Literal["amend_order"]
+    account: int
+    order: OrderRef
+    new_price: NotRequired[int]
+    new_quantity: NotRequired[int]
+
+
+Command: TypeAlias = (
+    ListAssetCommand
+    | ListMarketCommand
+    | SetMarketStatusCommand
+    | SetFeeTierCommand
+    | CreateAccountCommand
+    | SetAccountFeeTierCommand
+    | SetAccountStatusCommand
+    | DepositCommand
+    | WithdrawCommand
+    | PlaceOrderCommand
+    | CancelOrderCommand
+    | CancelAllCommand
+    | AmendOrderCommand
+)
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+class RejectedEvent(TypedDict):
+    type: Literal["rejected"]
+    command: CommandKind
+    account: int
+    order_id: int
+    client_order_id: int
+    reason: RejectReason
+
+
+class AssetListedEvent(TypedDict):
+    type: Literal["asset_listed"]
+    asset: int
+    decimals: int
+
+
+class MarketListedEvent(TypedDict):
+    type: Literal["market_listed"]
+    market: int
+    base: int
+    quote: int
+    tick_value: int
+
+
+class MarketStatusChangedEvent(TypedDict):
+    type: Literal["market_status_changed"]
+    market: int
+    status: MarketStatus
+    book_seq: int
+
+
+class FeeTierSetEvent(TypedDict):
+    type: Literal["fee_tier_set"]
+    tier: int
+    maker_bps: int
+    taker_bps: int
+
+
+class AccountCreatedEvent(TypedDict):
+    type: Literal["account_created"]
+    account: int
+    fee_tier: int
+
+
+class AccountFeeTierSetEvent(TypedDict):
+    type: Literal["account_fee_tier_set"]
+    account: int
+    fee_tier: int
+
+
+class AccountStatusChangedEvent(TypedDict):
+    type: Literal["account_status_changed"]
+    account: int
+    status: AccountStatus
+
+
+class DepositedEvent(TypedDict):
+    type: Literal["deposited"]
+    account: int
+    asset: int
+    amount: int
+
+
+class WithdrawnEvent(TypedDict):
+    type: Literal["withdrawn"]
+    account: int
+    asset: int
+    amount: int
+
+
+class BalanceEvent(TypedDict):
+    type: Literal["balance"]
+    account: int
+    asset: int
+    free: int
+    held: int
+
+
+class AcceptedEvent(TypedDict):
+    type: Literal["accepted"]
+    order_id: int
+    account: int
+    market: int
+    client_order_id: int
+    side: Side
+    order_type: OrderType
+    time_in_force: TimeInForce
+    price: int
+    quantity: int
+    quote_quantity: int
+
+
+class TradeEvent(TypedDict):
+    type: Literal["trade"]
+    market: int
+    trade_id: int
+    price: int
+    quantity: int
+    quote_quantity: int
+    aggressor: Side
+    maker_order_id: int
+    taker_order_id: int
+    maker_account: int
+    taker_account: int
+    maker_fee: int
+    taker_fee: int
+
+
+class AmendedEvent(TypedDict):
+    type: Literal["amended"]
+    order_id: int
+    account: int
+    market: int
+    price: int
+    leaves_quantity: int
+    kept_priority: bool
+
+
+class OrderDoneEvent(TypedDict):
+    type: Literal["order_done"]
+    order_id: int
+    account: int
+    market: int
+    client_order_id: int
+    reason: DoneReason
+    filled_quantity: int
+    cancelled_quantity: int
+
+
+class MassCancelledEvent(TypedDict):
+    type: Literal["mass_cancelled"]
+    account: int
+    market: int | None
+    count: int
+
+
+class BookEvent(TypedDict):
+    type: Literal["book"]
+    market: int
+    book_seq: int
+    action: BookAction
+    order_id: int
+    side: Side
+    price: int
+    order_quantity: int
+    delta: int
+    level_quantity: int
+    level_orders: int
+
+
+Event: TypeAlias = (
+    RejectedEvent
+    | AssetListedEvent
+    | MarketListedEvent
+    | MarketStatusChangedEvent
+    | FeeTierSetEvent
+    | AccountCreatedEvent
+    | AccountFeeTierSetEvent
+    | AccountStatusChangedEvent
+    | DepositedEvent
+    | WithdrawnEvent
+    | BalanceEvent
+    | AcceptedEvent
+    | TradeEvent
+    | AmendedEvent
+    | OrderDoneEvent
+    | MassCancelledEvent
+    | BookEvent
+)
+
+
+# --- query results --------------------------------------------------------------------------
+
+
+class OrderView(TypedDict):
+    """An open order (``Engine.order``, ``open_orders``, ``book_orders``)."""
+
+    order_id: int
+    account: int
+    market: int
+    client_order_id: int
+    side: Side
+    price: int
+    quantity: int
+    leaves_quantity: int
+    filled_quantity: int
+    reserve_price: int
+    post_only: bool
+    stp: StpMode
+
+
+class MarketView(TypedDict):
+    """A market's specification and status (``Engine.market``)."""
+
+    market: int
+    base: int
+    quote: int
+    price_decimals: int
+    tick_size: int
+    lot_size: int
+    min_notional: int
+    tick_value: int
+    status: MarketStatus
+    book_seq: int
