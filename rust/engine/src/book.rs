@@ -113,7 +113,11 @@ pub struct OrderPool {
 impl OrderPool {
     /// A pool with room for `capacity` orders before it grows.
     pub fn with_capacity(capacity: usize) -> Self {
-        OrderPool { slots: Vec::with_capacity(capacity), free_head: NIL, live: 0 }
+        OrderPool {
+            slots: Vec::with_capacity(capacity),
+            free_head: NIL,
+            live: 0,
+        }
     }
 
     /// Store an order and return its slot.
@@ -187,11 +191,20 @@ pub struct LevelPool {
 impl LevelPool {
     /// A pool with room for `capacity` levels before it grows.
     pub fn with_capacity(capacity: usize) -> Self {
-        LevelPool { levels: Vec::with_capacity(capacity), free_head: NIL }
+        LevelPool {
+            levels: Vec::with_capacity(capacity),
+            free_head: NIL,
+        }
     }
 
     fn alloc(&mut self, price: u64) -> Slot {
-        let level = Level { price, total: 0, count: 0, head: NIL, tail: NIL };
+        let level = Level {
+            price,
+            total: 0,
+            count: 0,
+            head: NIL,
+            tail: NIL,
+        };
         if self.free_head != NIL {
             let slot = self.free_head;
             self.free_head = self.levels[slot as usize].tail;
@@ -239,7 +252,11 @@ pub struct Ladder {
 impl Ladder {
     /// An empty side with room for `capacity` levels before it grows.
     pub fn with_capacity(side: Side, capacity: usize) -> Self {
-        Ladder { side, keys: Vec::with_capacity(capacity), levels: Vec::with_capacity(capacity) }
+        Ladder {
+            side,
+            keys: Vec::with_capacity(capacity),
+            levels: Vec::with_capacity(capacity),
+        }
     }
 
     /// Sort key: larger is better.
@@ -306,12 +323,18 @@ impl Ladder {
     pub fn check(&self, pool: &LevelPool) -> Result<(), String> {
         for w in self.keys.windows(2) {
             if w[0] >= w[1] {
-                return Err(format!("{:?} ladder keys not increasing: {:?}", self.side, w));
+                return Err(format!(
+                    "{:?} ladder keys not increasing: {:?}",
+                    self.side, w
+                ));
             }
         }
         for (k, l) in self.keys.iter().zip(&self.levels) {
             if *k != self.key(pool[*l].price) {
-                return Err(format!("{:?} ladder key {} does not match level price", self.side, k));
+                return Err(format!(
+                    "{:?} ladder key {} does not match level price",
+                    self.side, k
+                ));
             }
         }
         Ok(())
@@ -391,7 +414,12 @@ impl Book {
 
     /// Unlink order `slot` from its level (removing the level if it empties). The slot
     /// itself stays allocated. Returns the level's (total, count) afterwards.
-    pub fn remove(&mut self, orders: &mut OrderPool, levels: &mut LevelPool, slot: Slot) -> (u64, u32) {
+    pub fn remove(
+        &mut self,
+        orders: &mut OrderPool,
+        levels: &mut LevelPool,
+        slot: Slot,
+    ) -> (u64, u32) {
         let (level, prev, next, leaves, side, price) = {
             let o = &orders[slot];
             (o.level, o.prev, o.next, o.leaves, o.side, o.price)
@@ -414,7 +442,9 @@ impl Book {
         let after = (lv.total, lv.count);
         if lv.count == 0 {
             let ladder = self.side_mut(side);
-            let i = ladder.search(price).expect("a resting order's level is in its ladder");
+            let i = ladder
+                .search(price)
+                .expect("a resting order's level is in its ladder");
             ladder.keys.remove(i);
             ladder.levels.remove(i);
             levels.free(level);
@@ -429,7 +459,12 @@ impl Book {
     /// Reduce a resting order's leaves by `by` lots (< its leaves), keeping its place.
     /// Returns the level total afterwards.
     #[inline]
-    pub fn reduce(orders: &mut OrderPool, levels: &mut LevelPool, slot: Slot, by: u64) -> (u64, u32) {
+    pub fn reduce(
+        orders: &mut OrderPool,
+        levels: &mut LevelPool,
+        slot: Slot,
+        by: u64,
+    ) -> (u64, u32) {
         let o = &mut orders[slot];
         debug_assert!(by < o.leaves);
         o.leaves -= by;

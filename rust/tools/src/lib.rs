@@ -6,8 +6,9 @@
 //! * [`lobster`]: replays a LOBSTER sample (NASDAQ order-by-order messages plus the book
 //!   after each one) through the engine and checks the engine's book against the file's
 //!   after every message.
-//! * [`bench`]: single-threaded latency and throughput benchmark of [`bourse_engine::Engine::apply`]
-//!   on synthetic workloads shaped like exchange-core's and liquibook's performance tests.
+//! * [`bench`](mod@bench): single-threaded latency and throughput benchmark of
+//!   [`bourse_engine::Engine::apply`] on synthetic workloads shaped like exchange-core's
+//!   and liquibook's performance tests.
 //!
 //! Both entry points return one line of JSON, so the CLI can print or parse it.
 

@@ -11,7 +11,7 @@
 //! * a fill-or-kill order is checked by *simulating* it on a clone of the whole model;
 //! * what a market buy can afford is found by a binary search over the cost formula.
 //!
-//! Only the spec's arithmetic (`risk::tick_value`, `notional`, `fee`, `buy_hold`) is
+//! Only the spec's arithmetic (`risk::tick_value`, `notional`, `fee`, `with_fee`, `buy_hold`) is
 //! shared with the engine. Every rule, every reject and its precedence, and the order and
 //! contents of every event are re-implemented here.
 //!
@@ -133,7 +133,8 @@ type Rej = (RejectReason, OrderId);
 pub const UNREPRESENTABLE: &str = "unrepresentable";
 
 fn representable(v: u128, what: &str) -> u64 {
-    u64::try_from(v).unwrap_or_else(|_| panic!("{UNREPRESENTABLE}: {what} = {v} does not fit in u64"))
+    u64::try_from(v)
+        .unwrap_or_else(|_| panic!("{UNREPRESENTABLE}: {what} = {v} does not fit in u64"))
 }
 
 fn rej<T>(reason: RejectReason) -> Result<T, Rej> {
@@ -207,31 +208,59 @@ impl Model {
                 tick_size,
                 lot_size,
                 min_notional,
-            } => self.list_market(market, base, quote, price_decimals, tick_size, lot_size, min_notional),
+            } => self.list_market(
+                market,
+                base,
+                quote,
+                price_decimals,
+                tick_size,
+                lot_size,
+                min_notional,
+            ),
             Command::SetMarketStatus { market, status } => self.set_market_status(market, status),
-            Command::SetFeeTier { tier, maker_bps, taker_bps } => {
-                self.set_fee_tier(tier, maker_bps, taker_bps)
-            }
+            Command::SetFeeTier {
+                tier,
+                maker_bps,
+                taker_bps,
+            } => self.set_fee_tier(tier, maker_bps, taker_bps),
             Command::CreateAccount { account, fee_tier } => self.create_account(account, fee_tier),
             Command::SetAccountFeeTier { account, fee_tier } => {
                 self.set_account_fee_tier(account, fee_tier)
             }
-            Command::SetAccountStatus { account, status } => self.set_account_status(account, status),
-            Command::Deposit { account, asset, amount } => self.deposit(account, asset, amount),
-            Command::Withdraw { account, asset, amount } => self.withdraw(account, asset, amount),
+            Command::SetAccountStatus { account, status } => {
+                self.set_account_status(account, status)
+            }
+            Command::Deposit {
+                account,
+                asset,
+                amount,
+            } => self.deposit(account, asset, amount),
+            Command::Withdraw {
+                account,
+                asset,
+                amount,
+            } => self.withdraw(account, asset, amount),
             Command::PlaceOrder(ref o) => self.place(o),
             Command::CancelOrder { account, order } => self.cancel(account, order),
             Command::CancelAll { account, market } => self.cancel_all(account, market),
-            Command::AmendOrder { account, order, new_price, new_quantity } => {
-                self.amend(account, order, new_price, new_quantity)
-            }
+            Command::AmendOrder {
+                account,
+                order,
+                new_price,
+                new_quantity,
+            } => self.amend(account, order, new_price, new_quantity),
         };
         self.check_representable();
         match result {
             Ok(()) => {
                 for (account, asset) in std::mem::take(&mut self.touched) {
                     let (free, held) = self.balances[&(account, asset)];
-                    self.out.push(Event::Balance { account, asset, free, held });
+                    self.out.push(Event::Balance {
+                        account,
+                        asset,
+                        free,
+                        held,
+                    });
                 }
             }
             Err(r) => self.rejected(cmd, r),
@@ -242,7 +271,10 @@ impl Model {
     /// Every quantity the queries report fits in `u64`.
     fn check_representable(&self) {
         for o in self.orders.values() {
-            representable(u128::from(o.leaves) + u128::from(o.filled), "order quantity");
+            representable(
+                u128::from(o.leaves) + u128::from(o.filled),
+                "order quantity",
+            );
         }
         for m in self.markets.values() {
             for side in [Side::Buy, Side::Sell] {
@@ -255,16 +287,21 @@ impl Model {
 
     /// The single event of a refused command.
     fn rejected(&mut self, cmd: &Command, (reason, found_order): Rej) {
-        assert!(self.touched.is_empty(), "model: a rejected command touched balances");
-        assert!(self.out.is_empty(), "model: a rejected command produced events");
+        assert!(
+            self.touched.is_empty(),
+            "model: a rejected command touched balances"
+        );
+        assert!(
+            self.out.is_empty(),
+            "model: a rejected command produced events"
+        );
         let (account, order_id, client_order_id) = match *cmd {
             Command::PlaceOrder(ref o) => (o.account, 0, o.client_order_id),
-            Command::CancelOrder { account, order } | Command::AmendOrder { account, order, .. } => {
-                match order {
-                    OrderRef::Id(id) => (account, id, 0),
-                    OrderRef::Client(c) => (account, found_order, c),
-                }
-            }
+            Command::CancelOrder { account, order }
+            | Command::AmendOrder { account, order, .. } => match order {
+                OrderRef::Id(id) => (account, id, 0),
+                OrderRef::Client(c) => (account, found_order, c),
+            },
             Command::CreateAccount { account, .. }
             | Command::SetAccountFeeTier { account, .. }
             | Command::SetAccountStatus { account, .. }
@@ -276,7 +313,13 @@ impl Model {
             | Command::SetMarketStatus { .. }
             | Command::SetFeeTier { .. } => (AccountId(0), 0, 0),
         };
-        self.out.push(Event::Rejected { command: cmd.kind(), account, order_id, client_order_id, reason });
+        self.out.push(Event::Rejected {
+            command: cmd.kind(),
+            account,
+            order_id,
+            client_order_id,
+            reason,
+        });
     }
 
     // ----- checks -----------------------------------------------------------------------
@@ -306,11 +349,17 @@ impl Model {
     /// The open order an account means, if it has one.
     fn lookup(&self, account: AccountId, order: OrderRef) -> Option<OrderId> {
         match order {
-            OrderRef::Id(id) => self.orders.get(&id).filter(|o| o.account == account).map(|o| o.id),
+            OrderRef::Id(id) => self
+                .orders
+                .get(&id)
+                .filter(|o| o.account == account)
+                .map(|o| o.id),
             OrderRef::Client(0) => None,
-            OrderRef::Client(c) => {
-                self.orders.values().find(|o| o.account == account && o.client_id == c).map(|o| o.id)
-            }
+            OrderRef::Client(c) => self
+                .orders
+                .values()
+                .find(|o| o.account == account && o.client_id == c)
+                .map(|o| o.id),
         }
     }
 
@@ -320,7 +369,9 @@ impl Model {
         if !self.touched.contains(&(account, asset)) {
             self.touched.push((account, asset));
         }
-        self.balances.get_mut(&(account, asset)).expect("model: balance of a listed asset")
+        self.balances
+            .get_mut(&(account, asset))
+            .expect("model: balance of a listed asset")
     }
 
     pub fn free(&self, account: AccountId, asset: AssetId) -> u64 {
@@ -335,7 +386,9 @@ impl Model {
 
     fn release(&mut self, account: AccountId, asset: AssetId, amount: u64) {
         let b = self.touch(account, asset);
-        b.1 = b.1.checked_sub(amount).expect("model: release more than held");
+        b.1 =
+            b.1.checked_sub(amount)
+                .expect("model: release more than held");
         b.0 += amount;
     }
 
@@ -365,7 +418,9 @@ impl Model {
     /// Give back the part of an order's hold that `by` of its leaves needed.
     fn release_part(&mut self, o: &Order, by: u64) {
         let before = self.required_hold(o, o.leaves).expect("model: hold fits");
-        let after = self.required_hold(o, o.leaves - by).expect("model: hold fits");
+        let after = self
+            .required_hold(o, o.leaves - by)
+            .expect("model: hold fits");
         let asset = self.hold_asset(o);
         self.release(o.account, asset, before - after);
     }
@@ -406,8 +461,13 @@ impl Model {
     /// Take an order out of its level's queue (dropping an empty level).
     fn unlink(&mut self, o: &Order) {
         let ladder = self.markets.get_mut(&o.market).unwrap().ladder_mut(o.side);
-        let q = ladder.get_mut(&o.price).expect("model: resting order's level exists");
-        let pos = q.iter().position(|&id| id == o.id).expect("model: order in its level");
+        let q = ladder
+            .get_mut(&o.price)
+            .expect("model: resting order's level exists");
+        let pos = q
+            .iter()
+            .position(|&id| id == o.id)
+            .expect("model: order in its level");
         q.remove(pos);
         if q.is_empty() {
             ladder.remove(&o.price);
@@ -424,7 +484,11 @@ impl Model {
     }
 
     fn done(&mut self, o: &Order, reason: DoneReason) {
-        let cancelled = if reason == DoneReason::Filled || o.unbounded { 0 } else { o.leaves };
+        let cancelled = if reason == DoneReason::Filled || o.unbounded {
+            0
+        } else {
+            o.leaves
+        };
         self.out.push(Event::OrderDone {
             order_id: o.id,
             account: o.account,
@@ -438,7 +502,10 @@ impl Model {
 
     /// Remove a resting order without a trade: book event, hold back, done.
     fn cancel_resting(&mut self, id: OrderId, reason: DoneReason) {
-        let o = self.orders.remove(&id).expect("model: cancelling an open order");
+        let o = self
+            .orders
+            .remove(&id)
+            .expect("model: cancelling an open order");
         self.unlink(&o);
         self.book_event(&o, BookAction::Remove, 0, o.leaves);
         self.release_part(&o, o.leaves);
@@ -459,7 +526,15 @@ impl Model {
 
     /// The largest quantity (whole lots, at most `max`) a budget buys at `price`: value plus
     /// taker fee within `remaining`, value within `cap`. A plain binary search.
-    fn affordable(&self, m: &Market, price: u64, max: u64, taker_bps: u32, remaining: u64, cap: Option<u64>) -> u64 {
+    fn affordable(
+        &self,
+        m: &Market,
+        price: u64,
+        max: u64,
+        taker_bps: u32,
+        remaining: u64,
+        cap: Option<u64>,
+    ) -> u64 {
         let ok = |lots: u64| {
             let value = u128::from(lots) * u128::from(price / m.tick) * u128::from(m.tick_value);
             let fee = value * u128::from(taker_bps) / 10_000;
@@ -485,7 +560,9 @@ impl Model {
                 return Stop::Complete;
             }
             let m = &self.markets[&t.market];
-            let Some(price) = m.best(opposite) else { return Stop::NoLiquidity };
+            let Some(price) = m.best(opposite) else {
+                return Stop::NoLiquidity;
+            };
             if t.price != 0 && !crosses(t.side, t.price, price) {
                 return Stop::LimitReached;
             }
@@ -501,7 +578,11 @@ impl Model {
                         return Stop::SelfTrade;
                     }
                     StpMode::Decrement => {
-                        let d = if t.unbounded { maker.leaves } else { t.leaves.min(maker.leaves) };
+                        let d = if t.unbounded {
+                            maker.leaves
+                        } else {
+                            t.leaves.min(maker.leaves)
+                        };
                         if d == maker.leaves {
                             self.cancel_resting(maker_id, DoneReason::SelfTrade);
                         } else {
@@ -520,7 +601,11 @@ impl Model {
                 }
                 continue;
             }
-            let mut qty = if t.unbounded { maker.leaves } else { t.leaves.min(maker.leaves) };
+            let mut qty = if t.unbounded {
+                maker.leaves
+            } else {
+                t.leaves.min(maker.leaves)
+            };
             if let Funding::Budget { remaining, cap } = *funding {
                 qty = self.affordable(m, price, qty, t.taker_bps, remaining, cap);
                 if qty == 0 {
@@ -566,7 +651,9 @@ impl Model {
         }
         self.touch(buyer.account, base).0 += qty;
         let b = self.touch(seller.account, base);
-        b.1 = b.1.checked_sub(qty).expect("model: seller holds the base it sells");
+        b.1 =
+            b.1.checked_sub(qty)
+                .expect("model: seller holds the base it sells");
         self.touch(seller.account, quote).0 += value - seller_fee;
         if maker_fee + taker_fee != 0 {
             self.touch(FEE_ACCOUNT, quote).0 += maker_fee + taker_fee;
@@ -697,12 +784,19 @@ impl Model {
                 asks: BTreeMap::new(),
             },
         );
-        self.out.push(Event::MarketListed { market, base, quote, tick_value });
+        self.out.push(Event::MarketListed {
+            market,
+            base,
+            quote,
+            tick_value,
+        });
         Ok(())
     }
 
     fn set_market_status(&mut self, market: MarketId, status: MarketStatus) -> Result<(), Rej> {
-        let Some(m) = self.markets.get(&market) else { return rej(RejectReason::UnknownMarket) };
+        let Some(m) = self.markets.get(&market) else {
+            return rej(RejectReason::UnknownMarket);
+        };
         if m.status == MarketStatus::Delisted || m.status == status {
             return rej(RejectReason::InvalidStatusTransition);
         }
@@ -720,7 +814,11 @@ impl Model {
         }
         let m = self.markets.get_mut(&market).unwrap();
         m.status = status;
-        self.out.push(Event::MarketStatusChanged { market, status, book_seq: m.book_seq });
+        self.out.push(Event::MarketStatusChanged {
+            market,
+            status,
+            book_seq: m.book_seq,
+        });
         Ok(())
     }
 
@@ -729,7 +827,11 @@ impl Model {
             return rej(RejectReason::InvalidFee);
         }
         self.tiers.insert(tier, (maker_bps, taker_bps));
-        self.out.push(Event::FeeTierSet { tier, maker_bps, taker_bps });
+        self.out.push(Event::FeeTierSet {
+            tier,
+            maker_bps,
+            taker_bps,
+        });
         Ok(())
     }
 
@@ -743,7 +845,8 @@ impl Model {
         if !self.tiers.contains_key(&fee_tier) {
             return rej(RejectReason::UnknownFeeTier);
         }
-        self.accounts.insert(account, (AccountStatus::Active, fee_tier));
+        self.accounts
+            .insert(account, (AccountStatus::Active, fee_tier));
         for &asset in self.assets.keys() {
             self.balances.insert((account, asset), (0, 0));
         }
@@ -757,14 +860,16 @@ impl Model {
             return rej(RejectReason::UnknownFeeTier);
         }
         self.accounts.get_mut(&account).unwrap().1 = fee_tier;
-        self.out.push(Event::AccountFeeTierSet { account, fee_tier });
+        self.out
+            .push(Event::AccountFeeTierSet { account, fee_tier });
         Ok(())
     }
 
     fn set_account_status(&mut self, account: AccountId, status: AccountStatus) -> Result<(), Rej> {
         self.trader(account)?;
         self.accounts.get_mut(&account).unwrap().0 = status;
-        self.out.push(Event::AccountStatusChanged { account, status });
+        self.out
+            .push(Event::AccountStatusChanged { account, status });
         Ok(())
     }
 
@@ -785,7 +890,11 @@ impl Model {
         }
         *self.net.get_mut(&asset).unwrap() += u128::from(amount);
         self.touch(account, asset).0 += amount;
-        self.out.push(Event::Deposited { account, asset, amount });
+        self.out.push(Event::Deposited {
+            account,
+            asset,
+            amount,
+        });
         Ok(())
     }
 
@@ -807,7 +916,11 @@ impl Model {
         }
         *self.net.get_mut(&asset).unwrap() -= u128::from(amount);
         self.touch(account, asset).0 -= amount;
-        self.out.push(Event::Withdrawn { account, asset, amount });
+        self.out.push(Event::Withdrawn {
+            account,
+            asset,
+            amount,
+        });
         Ok(())
     }
 
@@ -815,7 +928,9 @@ impl Model {
 
     fn place(&mut self, o: &NewOrder) -> Result<(), Rej> {
         self.trader(o.account)?;
-        let Some(m) = self.markets.get(&o.market) else { return rej(RejectReason::UnknownMarket) };
+        let Some(m) = self.markets.get(&o.market) else {
+            return rej(RejectReason::UnknownMarket);
+        };
         let m = m.clone();
         self.tradable(o.account, o.market).map_err(|r| (r, 0))?;
         let is_market = o.order_type == OrderType::Market;
@@ -868,16 +983,23 @@ impl Model {
             leaves: o.quantity,
             filled: 0,
             unbounded: by_quote,
-            reserve: if o.reserve_price != 0 { Some(o.reserve_price) } else { None },
+            reserve: if o.reserve_price != 0 {
+                Some(o.reserve_price)
+            } else {
+                None
+            },
             maker_bps,
             taker_bps,
         };
         let hold_bps = maker_bps.max(taker_bps);
         // Size: representable, and not below the minimum.
         if !is_market {
-            let value = m.notional(o.quantity, o.price).ok_or((RejectReason::Overflow, 0))?;
+            let value = m
+                .notional(o.quantity, o.price)
+                .ok_or((RejectReason::Overflow, 0))?;
             if o.side == Side::Buy {
-                self.required_hold(&t, t.leaves).ok_or((RejectReason::Overflow, 0))?;
+                self.required_hold(&t, t.leaves)
+                    .ok_or((RejectReason::Overflow, 0))?;
             }
             if value < m.min_notional {
                 return rej(RejectReason::BelowMinNotional);
@@ -888,12 +1010,20 @@ impl Model {
             }
             risk::with_fee(o.quote_quantity, hold_bps).ok_or((RejectReason::Overflow, 0))?;
         } else if o.side == Side::Buy && o.price != 0 {
-            self.required_hold(&t, t.leaves).ok_or((RejectReason::Overflow, 0))?;
+            self.required_hold(&t, t.leaves)
+                .ok_or((RejectReason::Overflow, 0))?;
         }
-        if o.client_order_id != 0 && self.lookup(o.account, OrderRef::Client(o.client_order_id)).is_some() {
+        if o.client_order_id != 0
+            && self
+                .lookup(o.account, OrderRef::Client(o.client_order_id))
+                .is_some()
+        {
             return rej(RejectReason::DuplicateClientOrderId);
         }
-        if o.post_only && m.best(o.side.opposite()).is_some_and(|p| crosses(o.side, o.price, p)) {
+        if o.post_only
+            && m.best(o.side.opposite())
+                .is_some_and(|p| crosses(o.side, o.price, p))
+        {
             return rej(RejectReason::PostOnlyWouldTake);
         }
         // Funds: a sell holds its base; a limit buy, or a market buy with a protection
@@ -903,14 +1033,30 @@ impl Model {
             Side::Sell => (m.base, o.quantity, Funding::Tracked),
             Side::Buy if by_quote => {
                 let budget = risk::with_fee(o.quote_quantity, hold_bps).unwrap();
-                (m.quote, budget, Funding::Budget { remaining: budget, cap: Some(o.quote_quantity) })
+                (
+                    m.quote,
+                    budget,
+                    Funding::Budget {
+                        remaining: budget,
+                        cap: Some(o.quote_quantity),
+                    },
+                )
             }
-            Side::Buy if !is_market || o.price != 0 => {
-                (m.quote, self.required_hold(&t, t.leaves).unwrap(), Funding::Tracked)
-            }
+            Side::Buy if !is_market || o.price != 0 => (
+                m.quote,
+                self.required_hold(&t, t.leaves).unwrap(),
+                Funding::Tracked,
+            ),
             Side::Buy => {
                 let all = self.free(o.account, m.quote);
-                (m.quote, all, Funding::Budget { remaining: all, cap: None })
+                (
+                    m.quote,
+                    all,
+                    Funding::Budget {
+                        remaining: all,
+                        cap: None,
+                    },
+                )
             }
         };
         if amount == 0 || self.free(o.account, asset) < amount {
@@ -928,7 +1074,11 @@ impl Model {
             client_order_id: o.client_order_id,
             side: o.side,
             order_type: o.order_type,
-            time_in_force: if is_market { TimeInForce::Ioc } else { o.time_in_force },
+            time_in_force: if is_market {
+                TimeInForce::Ioc
+            } else {
+                o.time_in_force
+            },
             price: o.price,
             quantity: o.quantity,
             quote_quantity: o.quote_quantity,
@@ -959,7 +1109,9 @@ impl Model {
 
     fn cancel(&mut self, account: AccountId, order: OrderRef) -> Result<(), Rej> {
         self.trader(account)?;
-        let id = self.lookup(account, order).ok_or((RejectReason::OrderNotFound, 0))?;
+        let id = self
+            .lookup(account, order)
+            .ok_or((RejectReason::OrderNotFound, 0))?;
         self.cancel_resting(id, DoneReason::Cancelled);
         Ok(())
     }
@@ -980,13 +1132,25 @@ impl Model {
         for &id in &ids {
             self.cancel_resting(id, DoneReason::Cancelled);
         }
-        self.out.push(Event::MassCancelled { account, market, count: ids.len() as u32 });
+        self.out.push(Event::MassCancelled {
+            account,
+            market,
+            count: ids.len() as u32,
+        });
         Ok(())
     }
 
-    fn amend(&mut self, account: AccountId, order: OrderRef, new_price: u64, new_quantity: u64) -> Result<(), Rej> {
+    fn amend(
+        &mut self,
+        account: AccountId,
+        order: OrderRef,
+        new_price: u64,
+        new_quantity: u64,
+    ) -> Result<(), Rej> {
         self.trader(account)?;
-        let id = self.lookup(account, order).ok_or((RejectReason::OrderNotFound, 0))?;
+        let id = self
+            .lookup(account, order)
+            .ok_or((RejectReason::OrderNotFound, 0))?;
         let o = self.orders[&id].clone();
         let no = |r: RejectReason| Err((r, id));
         if let Err(r) = self.tradable(account, o.market) {
@@ -1003,7 +1167,11 @@ impl Model {
             return no(RejectReason::QuantityOffLot);
         }
         let price = if new_price != 0 { new_price } else { o.price };
-        let qty = if new_quantity != 0 { new_quantity } else { o.leaves };
+        let qty = if new_quantity != 0 {
+            new_quantity
+        } else {
+            o.leaves
+        };
         if price == o.price && qty == o.leaves {
             return no(RejectReason::AmendNoChange);
         }
@@ -1015,14 +1183,19 @@ impl Model {
         let mut new = o.clone();
         new.price = price;
         new.leaves = qty;
-        let Some(value) = m.notional(qty, price) else { return no(RejectReason::Overflow) };
-        let Some(new_hold) = self.required_hold(&new, qty) else { return no(RejectReason::Overflow) };
+        let Some(value) = m.notional(qty, price) else {
+            return no(RejectReason::Overflow);
+        };
+        let Some(new_hold) = self.required_hold(&new, qty) else {
+            return no(RejectReason::Overflow);
+        };
         if value < m.min_notional {
             return no(RejectReason::BelowMinNotional);
         }
         let price_changed = price != o.price;
-        let crossing =
-            price_changed && m.best(o.side.opposite()).is_some_and(|p| crosses(o.side, price, p));
+        let crossing = price_changed
+            && m.best(o.side.opposite())
+                .is_some_and(|p| crosses(o.side, price, p));
         if o.post_only && crossing {
             return no(RejectReason::PostOnlyWouldTake);
         }
@@ -1064,7 +1237,11 @@ impl Model {
         });
         let mut t = new;
         let mut funding = Funding::Tracked;
-        let stop = if crossing { self.match_incoming(&mut t, &mut funding) } else { Stop::LimitReached };
+        let stop = if crossing {
+            self.match_incoming(&mut t, &mut funding)
+        } else {
+            Stop::LimitReached
+        };
         self.finish(t, stop, funding, true, false);
         Ok(())
     }
@@ -1089,29 +1266,47 @@ impl Model {
     }
 
     pub fn balance(&self, account: AccountId, asset: AssetId) -> Option<Balance> {
-        self.balances.get(&(account, asset)).map(|&(free, held)| Balance { free, held })
+        self.balances
+            .get(&(account, asset))
+            .map(|&(free, held)| Balance { free, held })
     }
 
     pub fn open_orders(&self, account: AccountId) -> Vec<OrderView> {
-        self.orders.values().filter(|o| o.account == account).map(|o| self.view(o)).collect()
+        self.orders
+            .values()
+            .filter(|o| o.account == account)
+            .map(|o| self.view(o))
+            .collect()
     }
 
     pub fn depth(&self, market: MarketId, side: Side) -> Vec<LevelView> {
-        let Some(m) = self.markets.get(&market) else { return Vec::new() };
+        let Some(m) = self.markets.get(&market) else {
+            return Vec::new();
+        };
         m.prices_best_first(side)
             .into_iter()
             .map(|p| {
                 let (quantity, orders) = self.level(market, side, p);
-                LevelView { price: p, quantity, orders }
+                LevelView {
+                    price: p,
+                    quantity,
+                    orders,
+                }
             })
             .collect()
     }
 
     pub fn book_orders(&self, market: MarketId, side: Side) -> Vec<OrderView> {
-        let Some(m) = self.markets.get(&market) else { return Vec::new() };
+        let Some(m) = self.markets.get(&market) else {
+            return Vec::new();
+        };
         m.prices_best_first(side)
             .into_iter()
-            .flat_map(|p| m.ladder(side)[&p].iter().map(|id| self.view(&self.orders[id])))
+            .flat_map(|p| {
+                m.ladder(side)[&p]
+                    .iter()
+                    .map(|id| self.view(&self.orders[id]))
+            })
             .collect()
     }
 
@@ -1133,6 +1328,9 @@ impl Model {
 
     /// Ids of every open order (for picking targets of cancels and amends).
     pub fn open_ids(&self) -> Vec<(OrderId, AccountId, ClientOrderId)> {
-        self.orders.values().map(|o| (o.id, o.account, o.client_id)).collect()
+        self.orders
+            .values()
+            .map(|o| (o.id, o.account, o.client_id))
+            .collect()
     }
 }
