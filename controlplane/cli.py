@@ -59,7 +59,7 @@ def add_bench_engine(subparsers: SubParsers) -> None:
     help = "Benchmark the matching engine core on one thread; prints one JSON line."
     p = subparsers.add_parser("engine", help=help, description=help)
     p.add_argument("--workload", choices=WORKLOADS, default="exchange-core")
-    p.add_argument("--ops", type=_positive_int, default=1_000_000, help="commands to apply")
+    p.add_argument("--ops", type=_positive_int, default=5_000_000, help="commands to apply")
     p.add_argument("--seed", type=int, default=1, help="workload generator seed")
     p.set_defaults(handler=_bench_engine)
 

@@ -52,6 +52,8 @@ pub struct OrderSlot {
     pub leaves: u64,
     /// Quantity traded so far, in lots.
     pub filled: u64,
+    /// Quantity removed by self-trade prevention (decrement) without trading, in lots.
+    pub decremented: u64,
     /// Buys: the price in ticks the quote hold is computed at (>= price).
     pub hold_price: u64,
     /// Buys: whether `hold_price` was set by the client (a ceiling for amends).
@@ -84,6 +86,7 @@ impl OrderSlot {
         price: 0,
         leaves: 0,
         filled: 0,
+        decremented: 0,
         hold_price: 0,
         explicit_reserve: false,
         maker_bps: 0,
@@ -111,11 +114,21 @@ pub struct OrderPool {
 }
 
 impl OrderPool {
-    /// A pool with room for `capacity` orders before it grows.
+    /// A pool with room for `capacity` orders before it grows. The slots are written (and so
+    /// their memory faulted in) now, so that placing orders later never waits on the kernel.
     pub fn with_capacity(capacity: usize) -> Self {
+        let capacity = capacity.min(NIL as usize);
+        let mut slots = vec![OrderSlot::EMPTY; capacity];
+        for (i, slot) in slots.iter_mut().enumerate() {
+            slot.next = if i + 1 < capacity {
+                (i + 1) as Slot
+            } else {
+                NIL
+            };
+        }
         OrderPool {
-            slots: Vec::with_capacity(capacity),
-            free_head: NIL,
+            slots,
+            free_head: if capacity > 0 { 0 } else { NIL },
             live: 0,
         }
     }
@@ -247,6 +260,8 @@ pub struct Ladder {
     side: Side,
     keys: Vec<u64>,
     levels: Vec<Slot>,
+    /// Sum of the leaves of every order on this side, in lots.
+    total_lots: u64,
 }
 
 impl Ladder {
@@ -256,7 +271,15 @@ impl Ladder {
             side,
             keys: Vec::with_capacity(capacity),
             levels: Vec::with_capacity(capacity),
+            total_lots: 0,
         }
+    }
+
+    /// Sum of the leaves of every order on this side, in lots. The engine keeps this times
+    /// the lot size within `u64`, so no level or order quantity in base atoms can overflow.
+    #[inline]
+    pub fn total_lots(&self) -> u64 {
+        self.total_lots
     }
 
     /// Sort key: larger is better.
@@ -329,6 +352,13 @@ impl Ladder {
                 ));
             }
         }
+        let sum: u64 = self.levels.iter().map(|l| pool[*l].total).sum();
+        if sum != self.total_lots {
+            return Err(format!(
+                "{:?} side total {} but its levels sum to {sum}",
+                self.side, self.total_lots
+            ));
+        }
         for (k, l) in self.keys.iter().zip(&self.levels) {
             if *k != self.key(pool[*l].price) {
                 return Err(format!(
@@ -385,6 +415,7 @@ impl Book {
         };
         debug_assert!(leaves > 0);
         let ladder = self.side_mut(side);
+        ladder.total_lots += leaves;
         let level = match ladder.search(price) {
             Ok(i) => ladder.levels[i],
             Err(i) => {
@@ -440,8 +471,9 @@ impl Book {
         lv.total -= leaves;
         lv.count -= 1;
         let after = (lv.total, lv.count);
+        let ladder = self.side_mut(side);
+        ladder.total_lots -= leaves;
         if lv.count == 0 {
-            let ladder = self.side_mut(side);
             let i = ladder
                 .search(price)
                 .expect("a resting order's level is in its ladder");
@@ -460,6 +492,7 @@ impl Book {
     /// Returns the level total afterwards.
     #[inline]
     pub fn reduce(
+        &mut self,
         orders: &mut OrderPool,
         levels: &mut LevelPool,
         slot: Slot,
@@ -468,6 +501,7 @@ impl Book {
         let o = &mut orders[slot];
         debug_assert!(by < o.leaves);
         o.leaves -= by;
+        self.side_mut(o.side).total_lots -= by;
         let lv = &mut levels[o.level];
         lv.total -= by;
         (lv.total, lv.count)

@@ -39,7 +39,8 @@ pub struct NewOrder {
     pub side: Side,
     /// Limit or market.
     pub order_type: OrderType,
-    /// GTC, IOC or FOK. Market orders must be IOC.
+    /// GTC, IOC or FOK. A market order never rests: GTC and IOC both mean IOC for it (and
+    /// its `Accepted` event says IOC); FOK market orders are refused.
     #[serde(default = "default_tif")]
     pub time_in_force: TimeInForce,
     /// Reject instead of taking liquidity (limit GTC only).

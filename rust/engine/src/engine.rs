@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::book::{Book, Ladder, LevelPool, OrderPool, OrderSlot, Slot, NIL};
 use crate::command::{Command, NewOrder, OrderRef};
 use crate::event::{BookAction, DoneReason, Event, RejectReason};
+use crate::index::OrderIdIndex;
 use crate::risk;
 use crate::types::*;
 
@@ -201,6 +202,20 @@ enum Stop {
     SelfTrade,
 }
 
+/// What happens to an incoming order when matching stops.
+#[derive(Clone, Copy, Debug)]
+struct Finish {
+    /// A GTC limit order: the remainder rests.
+    rests: bool,
+    /// A market order (a limit reached is its protection price).
+    is_market: bool,
+    /// A market buy by quote amount.
+    by_quote: bool,
+    /// Already indexed and in its account's list (an amended order); a new order is
+    /// registered only if it rests.
+    registered: bool,
+}
+
 /// The matching engine. See the module docs.
 #[derive(Clone, Debug)]
 pub struct Engine {
@@ -213,7 +228,7 @@ pub struct Engine {
     fee_tiers: Vec<Option<FeeTier>>,
     orders: OrderPool,
     levels: LevelPool,
-    order_index: FxHashMap<OrderId, Slot>,
+    order_index: OrderIdIndex,
     client_index: FxHashMap<(u32, ClientOrderId), Slot>,
     next_order_id: OrderId,
     next_trade_id: TradeId,
@@ -225,6 +240,13 @@ pub struct Engine {
 const FEE_ACCOUNT_INDEX: u32 = 0;
 /// Leaves of an incoming market buy by quote amount: unbounded, the budget decides.
 const UNBOUNDED: u64 = u64::MAX;
+
+/// Whether `lots` more on a book side already holding `side_lots` keep every base quantity
+/// on it (level totals, order quantities) within `u64` atoms.
+#[inline]
+fn fits_on_side(side_lots: u64, lots: u64, lot_size: u64) -> bool {
+    (u128::from(side_lots) + u128::from(lots)) * u128::from(lot_size) <= u128::from(u64::MAX)
+}
 
 impl Default for Engine {
     fn default() -> Self {
@@ -242,8 +264,7 @@ impl Engine {
         });
         let mut account_index = FxHashMap::default();
         account_index.insert(FEE_ACCOUNT.0, FEE_ACCOUNT_INDEX);
-        let mut order_index = FxHashMap::default();
-        order_index.reserve(config.order_capacity);
+        let order_index = OrderIdIndex::with_capacity(config.order_capacity);
         let mut client_index = FxHashMap::default();
         client_index.reserve(config.order_capacity);
         Engine {
@@ -414,7 +435,7 @@ impl Engine {
 
     fn find_order(&self, ai: u32, order: OrderRef) -> Result<Slot, Reject> {
         let slot = match order {
-            OrderRef::Id(id) => self.order_index.get(&id).copied(),
+            OrderRef::Id(id) => self.order_index.get(id),
             OrderRef::Client(0) => None,
             OrderRef::Client(c) => self.client_index.get(&(ai, c)).copied(),
         };
@@ -791,6 +812,11 @@ impl Engine {
             if o.side == Side::Buy {
                 risk::buy_hold(lots, hold_ticks, tv, hold_bps).ok_or(RejectReason::Overflow)?;
             }
+            if o.time_in_force == TimeInForce::Gtc
+                && !fits_on_side(m.book.side(o.side).total_lots(), lots, lot_size)
+            {
+                return Err(RejectReason::Overflow.into());
+            }
             if notional < m.min_notional {
                 return Err(RejectReason::BelowMinNotional.into());
             }
@@ -898,6 +924,7 @@ impl Engine {
                 lots
             },
             filled: 0,
+            decremented: 0,
             hold_price: if is_market { ticks } else { hold_ticks },
             explicit_reserve: o.reserve_price != 0,
             maker_bps: tier.maker_bps,
@@ -908,20 +935,16 @@ impl Engine {
             acct_prev: NIL,
             acct_next: NIL,
         });
-        self.register(slot);
         let limit = if ticks != 0 { Some(ticks) } else { None };
         let mut funding = funding;
         let stop = self.match_incoming(slot, limit, &mut funding, out);
-        let rests = !is_market && o.time_in_force == TimeInForce::Gtc;
-        self.finish_incoming(
-            slot,
-            stop,
-            funding,
-            rests,
+        let finish = Finish {
+            rests: !is_market && o.time_in_force == TimeInForce::Gtc,
             is_market,
-            o.quote_quantity != 0,
-            out,
-        );
+            by_quote: o.quote_quantity != 0,
+            registered: false,
+        };
+        self.finish_incoming(slot, stop, funding, finish, out);
         Ok(())
     }
 
@@ -981,6 +1004,13 @@ impl Engine {
             if leaves == 0 {
                 return Stop::Complete;
             }
+            if let Funding::Budget {
+                notional_cap: Some(0),
+                ..
+            } = funding
+            {
+                return Stop::BudgetExhausted;
+            }
             let Some(level) = self.markets[mi as usize].book.side(side.opposite()).best() else {
                 return Stop::NoLiquidity;
             };
@@ -1009,6 +1039,7 @@ impl Engine {
                         if d == maker_leaves {
                             self.cancel_resting(maker, DoneReason::SelfTrade, out);
                         } else {
+                            self.orders[maker].decremented += d;
                             self.reduce_resting(maker, d, BookAction::Reduce, out);
                         }
                         if leaves != UNBOUNDED {
@@ -1016,6 +1047,7 @@ impl Engine {
                                 self.release_lots(slot, d);
                             }
                             self.orders[slot].leaves -= d;
+                            self.orders[slot].decremented += d;
                             if self.orders[slot].leaves == 0 {
                                 return Stop::SelfTrade;
                             }
@@ -1138,8 +1170,9 @@ impl Engine {
             self.done(maker, DoneReason::Filled, out);
             self.retire(maker);
         } else {
+            let book = &mut self.markets[mi as usize].book;
             let (level_total, level_count) =
-                Book::reduce(&mut self.orders, &mut self.levels, maker, qty);
+                book.reduce(&mut self.orders, &mut self.levels, maker, qty);
             self.book_event(maker, BookAction::Fill, qty, level_total, level_count, out);
         }
     }
@@ -1152,14 +1185,15 @@ impl Engine {
         slot: Slot,
         stop: Stop,
         funding: Funding,
-        rests: bool,
-        is_market: bool,
-        by_quote: bool,
+        finish: Finish,
         out: &mut Vec<Event>,
     ) {
         let o = self.orders[slot];
         let filled = stop == Stop::Complete && o.leaves == 0;
-        if rests && !filled && stop != Stop::SelfTrade {
+        if finish.rests && !filled && stop != Stop::SelfTrade {
+            if !finish.registered {
+                self.register(slot);
+            }
             let book = &mut self.markets[o.market as usize].book;
             let level = book.insert(&mut self.orders, &mut self.levels, slot);
             let (total, count) = (self.levels[level].total, self.levels[level].count);
@@ -1180,13 +1214,17 @@ impl Engine {
         let reason = match stop {
             _ if filled => DoneReason::Filled,
             Stop::SelfTrade => DoneReason::SelfTrade,
-            Stop::LimitReached if is_market => DoneReason::ProtectionLimit,
-            Stop::BudgetExhausted if by_quote && o.filled > 0 => DoneReason::Filled,
-            Stop::BudgetExhausted if !by_quote => DoneReason::BudgetExhausted,
+            Stop::LimitReached if finish.is_market => DoneReason::ProtectionLimit,
+            Stop::BudgetExhausted if finish.by_quote && o.filled > 0 => DoneReason::Filled,
+            Stop::BudgetExhausted if !finish.by_quote => DoneReason::BudgetExhausted,
             _ => DoneReason::Expired,
         };
         self.done(slot, reason, out);
-        self.retire(slot);
+        if finish.registered {
+            self.retire(slot);
+        } else {
+            self.orders.free(slot);
+        }
     }
 
     /// Give back the hold for `lots` of an order's leaves (without changing the leaves).
@@ -1220,7 +1258,8 @@ impl Engine {
     /// Reduce a resting order by `lots` (< leaves) without a trade, keeping priority.
     fn reduce_resting(&mut self, slot: Slot, lots: u64, action: BookAction, out: &mut Vec<Event>) {
         self.release_lots(slot, lots);
-        let (total, count) = Book::reduce(&mut self.orders, &mut self.levels, slot, lots);
+        let book = &mut self.markets[self.orders[slot].market as usize].book;
+        let (total, count) = book.reduce(&mut self.orders, &mut self.levels, slot, lots);
         self.book_event(slot, action, lots, total, count, out);
     }
 
@@ -1277,11 +1316,12 @@ impl Engine {
     fn done(&mut self, slot: Slot, reason: DoneReason, out: &mut Vec<Event>) {
         let o = self.orders[slot];
         let m = &self.markets[o.market as usize];
-        let cancelled = if reason == DoneReason::Filled || o.leaves == UNBOUNDED {
+        let open = if reason == DoneReason::Filled || o.leaves == UNBOUNDED {
             0
         } else {
-            o.leaves * m.lot_size
+            o.leaves
         };
+        let cancelled = (open + o.decremented) * m.lot_size;
         out.push(Event::OrderDone {
             order_id: o.id,
             account: self.accounts[o.account as usize].id,
@@ -1314,7 +1354,7 @@ impl Engine {
     /// Undo [`Self::register`] and free the slot.
     fn retire(&mut self, slot: Slot) {
         let o = self.orders[slot];
-        self.order_index.remove(&o.id);
+        self.order_index.remove(o.id);
         if o.client_id != 0 {
             self.client_index.remove(&(o.account, o.client_id));
         }
@@ -1423,6 +1463,12 @@ impl Engine {
         let Some(new_hold) = self.required_hold(&o, lots, hold_price) else {
             return reject(RejectReason::Overflow);
         };
+        let others_on_side = m.book.side(o.side).total_lots() - o.leaves;
+        if !fits_on_side(others_on_side, lots, m.lot_size)
+            || !fits_on_side(o.filled + o.decremented, lots, m.lot_size)
+        {
+            return reject(RejectReason::Overflow);
+        }
         if notional < m.min_notional {
             return reject(RejectReason::BelowMinNotional);
         }
@@ -1481,7 +1527,13 @@ impl Engine {
         } else {
             Stop::LimitReached
         };
-        self.finish_incoming(slot, stop, funding, true, false, false, out);
+        let finish = Finish {
+            rests: true,
+            is_market: false,
+            by_quote: false,
+            registered: true,
+        };
+        self.finish_incoming(slot, stop, funding, finish, out);
         Ok(())
     }
 
@@ -1504,7 +1556,7 @@ impl Engine {
             client_order_id: o.client_id,
             side: o.side,
             price: o.price * m.tick_size,
-            quantity: (o.leaves + o.filled) * m.lot_size,
+            quantity: (o.leaves + o.filled + o.decremented) * m.lot_size,
             leaves_quantity: o.leaves * m.lot_size,
             filled_quantity: o.filled * m.lot_size,
             reserve_price: if o.explicit_reserve {
@@ -1519,7 +1571,7 @@ impl Engine {
 
     /// An open order by id.
     pub fn order(&self, id: OrderId) -> Option<OrderView> {
-        self.order_index.get(&id).map(|&s| self.view(s))
+        self.order_index.get(id).map(|s| self.view(s))
     }
 
     /// An open order by its account and client order id.
@@ -1694,6 +1746,7 @@ impl Engine {
                             o.price,
                             o.leaves,
                             o.filled,
+                            o.decremented,
                             o.hold_price,
                             u64::from(o.explicit_reserve),
                             u64::from(o.post_only),
@@ -1750,7 +1803,7 @@ impl Engine {
                         if o.leaves == 0 {
                             return Err(format!("{at}: rests with no quantity"));
                         }
-                        if self.order_index.get(&o.id) != Some(&s) {
+                        if self.order_index.get(o.id) != Some(s) {
                             return Err(format!("{at}: not indexed by id"));
                         }
                         if o.client_id != 0

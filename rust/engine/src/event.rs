@@ -67,8 +67,8 @@ pub enum RejectReason {
     DuplicateClientOrderId = 20,
     /// No open order of this account has that id.
     OrderNotFound = 21,
-    /// The combination of fields is not a valid order (e.g. a market order that is not IOC,
-    /// a quote quantity on a sell, post-only with IOC).
+    /// The combination of fields is not a valid order (e.g. a FOK market order, a quote
+    /// quantity on a sell, post-only with IOC, a reserve price on a sell).
     InvalidOrder = 22,
     /// An amend would move a buy above its reserve price.
     PriceAboveReserve = 23,
@@ -311,7 +311,9 @@ pub enum Event {
         reason: DoneReason,
         /// Base quantity traded over its life.
         filled_quantity: u64,
-        /// Quantity that was still open and is now gone (0 when filled).
+        /// Quantity that will never trade: what was still open (0 when filled), plus any
+        /// quantity self-trade prevention removed earlier by decrement. Filled plus cancelled
+        /// is the order's quantity (as last set by amend).
         cancelled_quantity: u64,
     },
     /// A cancel-all finished.

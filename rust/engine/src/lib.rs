@@ -8,6 +8,7 @@
 //! * [`command`]: the commands and their binary codec.
 //! * [`event`]: the events, reject reasons and done reasons.
 //! * [`book`]: price levels and FIFO queues over preallocated pools.
+//! * [`index`]: order id → slot, a paged direct map.
 //! * [`risk`]: holds and fees (the seam for margin).
 //! * [`engine`]: the rules that tie them together.
 //!
@@ -21,6 +22,7 @@ pub mod command;
 pub mod engine;
 pub mod event;
 mod hash;
+pub mod index;
 pub mod risk;
 pub mod types;
 

@@ -53,7 +53,12 @@ pub fn notional(lots: u64, ticks: u64, tick_value: u64) -> Option<u64> {
 /// The fee on `value` at `bps`, rounded down.
 #[inline]
 pub fn fee(value: u64, bps: u32) -> u64 {
-    (u128::from(value) * u128::from(bps) / u128::from(BPS_DENOMINATOR)) as u64
+    // The 64-bit product is the common case, and dividing it by a constant compiles to a
+    // multiply and a shift; only huge values need the 128-bit division.
+    match value.checked_mul(u64::from(bps)) {
+        Some(product) => product / BPS_DENOMINATOR,
+        None => (u128::from(value) * u128::from(bps) / u128::from(BPS_DENOMINATOR)) as u64,
+    }
 }
 
 /// `value` plus its fee, if it fits.

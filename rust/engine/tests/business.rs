@@ -9,7 +9,10 @@
 //! * a price-level book rebuilt from the `Book` events equals the engine's depth, and balances
 //!   rebuilt from the `Balance` events equal the engine's balances (so no change goes unsaid);
 //! * every trade's quote value is exactly `ticks * lots * tick_value`;
-//! * an order reported done is no longer open.
+//! * an order reported done is no longer open;
+//! * an order's quantity (leaves + filled + what self-trade prevention decremented) changes
+//!   only by amend, and its `OrderDone` accounts for all of it: filled + cancelled = quantity
+//!   (a market buy by quote amount has no quantity and cancels nothing).
 //!
 //! The market: BTC (8 decimals) against USDT (6 decimals), prices in cents, a tick of one
 //! dollar and a lot of 0.0001 BTC. One lot at `$p` is worth `p * 100` USDT atoms, e.g. one lot
@@ -308,6 +311,7 @@ impl Exchange {
     #[track_caller]
     fn apply(&mut self, cmd: Command) -> Reply {
         let before = self.engine.state_hash();
+        let open_before = self.open_orders();
         let mut events = Vec::new();
         self.engine.apply(&cmd, &mut events);
         assert!(!events.is_empty(), "{cmd:?} produced no event");
@@ -329,7 +333,73 @@ impl Exchange {
             panic!("invariants broken after {cmd:?}: {e}\nevents: {events:#?}");
         }
         self.check_events(&events);
+        self.check_quantities(&open_before, &events);
         Reply(events)
+    }
+
+    /// Every open order, by id.
+    fn open_orders(&self) -> HashMap<OrderId, OrderView> {
+        self.engine
+            .accounts()
+            .into_iter()
+            .flat_map(|a| self.engine.open_orders(a))
+            .map(|o| (o.order_id, o))
+            .collect()
+    }
+
+    /// Quantities add up: see the module docs.
+    #[track_caller]
+    fn check_quantities(&self, before: &HashMap<OrderId, OrderView>, events: &[Event]) {
+        // An order's quantity after this command (None: a buy by quote amount).
+        let mut quantity: HashMap<OrderId, Option<u64>> = before
+            .iter()
+            .map(|(id, o)| (*id, Some(o.quantity)))
+            .collect();
+        for e in events {
+            match *e {
+                Event::Accepted {
+                    order_id,
+                    quantity: q,
+                    quote_quantity,
+                    ..
+                } => {
+                    quantity.insert(order_id, (quote_quantity == 0).then_some(q));
+                }
+                Event::Amended {
+                    order_id,
+                    leaves_quantity,
+                    ..
+                } => {
+                    let o = before[&order_id];
+                    quantity.insert(
+                        order_id,
+                        Some(o.quantity - o.leaves_quantity + leaves_quantity),
+                    );
+                }
+                Event::OrderDone {
+                    order_id,
+                    filled_quantity,
+                    cancelled_quantity,
+                    ..
+                } => match quantity[&order_id] {
+                    Some(q) => assert_eq!(
+                        filled_quantity + cancelled_quantity,
+                        q,
+                        "order {order_id}: filled + cancelled is not its quantity: {events:#?}"
+                    ),
+                    None => assert_eq!(cancelled_quantity, 0, "{events:#?}"),
+                },
+                _ => {}
+            }
+        }
+        for (id, o) in self.open_orders() {
+            assert_eq!(
+                Some(o.quantity),
+                quantity[&id],
+                "order {id}'s quantity changed: {o:?} {events:#?}"
+            );
+            assert!(o.quantity >= o.leaves_quantity + o.filled_quantity, "{o:?}");
+        }
     }
 
     #[track_caller]
@@ -1370,6 +1440,69 @@ fn market_buy_by_quote_amount_spends_at_most_that() {
 }
 
 #[test]
+fn a_quote_amount_buy_that_spends_all_of_it_is_filled_even_if_the_book_empties() {
+    let mut x = funded();
+    x.fee_tier(ALICE, RETAIL).ok();
+    x.deposit(ALICE, USDT, usdt(100)).ok();
+    let b = x.sell(BOB, usd(30_000), lots(1)).gtc().id();
+    let c = x.sell(CAROL, usd(30_001), lots(1)).gtc().id();
+    // Exactly what the whole book costs: everything is bought and the amount is spent.
+    let amount = value(30_000, 1) + value(30_001, 1);
+    let r = x.market_buy_quote(ALICE, amount).send();
+    assert_eq!(
+        r.fills(),
+        vec![
+            Fill {
+                maker: b,
+                price: usd(30_000),
+                qty: lots(1)
+            },
+            Fill {
+                maker: c,
+                price: usd(30_001),
+                qty: lots(1)
+            },
+        ]
+    );
+    assert!(x.asks().is_empty());
+    assert_eq!(r.done(), (DoneReason::Filled, lots(2), 0));
+    // It paid the amount plus the 20 bps taker fee on it, and holds nothing more.
+    assert_eq!(
+        x.balance(ALICE, USDT),
+        (usdt(100) - amount - amount * 20 / 10_000, 0)
+    );
+
+    // One atom more than the book is worth: the book runs out first, and it expires.
+    x.sell(BOB, usd(30_000), lots(1)).gtc().ok();
+    let r = x.market_buy_quote(ALICE, value(30_000, 1) + 1).send();
+    assert_eq!(r.fills().len(), 1);
+    assert!(x.asks().is_empty());
+    assert_eq!(r.done(), (DoneReason::Expired, lots(1), 0));
+    assert_eq!(x.balance(ALICE, USDT).1, 0);
+
+    // Spent with more in the book: filled, and it stops there, before even looking at the
+    // next order, its own one, which self-trade prevention would otherwise have cancelled.
+    x.deposit(ALICE, BTC, lots(1)).ok();
+    let bob = x.sell(BOB, usd(30_000), lots(1)).gtc().id();
+    let own = x.sell(ALICE, usd(30_001), lots(1)).gtc().id();
+    let r = x
+        .market_buy_quote(ALICE, value(30_000, 1))
+        .stp(StpMode::ExpireMaker)
+        .send();
+    assert_eq!(
+        r.fills(),
+        vec![Fill {
+            maker: bob,
+            price: usd(30_000),
+            qty: lots(1)
+        }]
+    );
+    assert_eq!(r.done(), (DoneReason::Filled, lots(1), 0));
+    assert_eq!(r.done_of(own), None);
+    assert_eq!(x.queue(Side::Sell), vec![own]);
+}
+
+#[test]
 fn market_orders_stop_at_their_protection_price() {
     let mut x = funded();
     x.sell(BOB, usd(30_000), lots(1)).gtc().ok();
@@ -1439,9 +1572,7 @@ fn market_orders_are_ioc() {
     x.market_buy(ALICE, lots(1))
         .fok()
         .rejected(RejectReason::InvalidOrder);
-    // NOTE: `NewOrder::time_in_force` and `RejectReason::InvalidOrder` say a market order that
-    // is not IOC is invalid, but the engine (and the property-test model) accept GTC, the serde
-    // default, and treat it as IOC. This pins the current behaviour.
+    // GTC (the serde default) is accepted and means IOC: a market order never rests.
     let r = x.market_buy(ALICE, lots(2)).gtc();
     assert!(matches!(
         r.0[0],
@@ -1578,11 +1709,22 @@ fn stp_decrement_when_the_resting_order_is_larger() {
         r.book_changes(),
         vec![(BookAction::Reduce, ask, lots(2), lots(1))]
     );
-    // The incoming order was used up by the decrement, not cancelled with anything open.
-    assert_eq!(r.done(), (DoneReason::SelfTrade, 0, 0));
+    // The incoming order was used up by the decrement: nothing traded, its lot cancelled.
+    assert_eq!(r.done(), (DoneReason::SelfTrade, 0, lots(1)));
     assert_eq!(x.leaves(ask), Some(lots(2)));
     assert_eq!(x.balance(BOB, BTC), (btc(1) - lots(2), lots(2)));
     assert_eq!(x.balance(BOB, USDT), (usdt(100_000), 0));
+    // The resting order keeps its quantity of 3 lots: 2 open, 1 decremented.
+    let view = x.engine.order(ask).unwrap();
+    assert_eq!(
+        (view.quantity, view.leaves_quantity, view.filled_quantity),
+        (lots(3), lots(2), 0)
+    );
+    // When it fills, its done reports the decremented lot as cancelled.
+    x.deposit(ALICE, USDT, usdt(10)).ok();
+    let r = x.buy(ALICE, usd(30_000), lots(2)).gtc();
+    assert_eq!(r.done(), (DoneReason::Filled, lots(2), 0));
+    assert_eq!(r.done_of(ask), Some((DoneReason::Filled, lots(2), lots(1))));
 }
 
 #[test]
@@ -1603,14 +1745,25 @@ fn stp_decrement_when_the_incoming_order_is_larger() {
             qty: lots(1)
         }]
     );
-    // 3 lots - 1 decremented - 1 filled: 1 lot rests.
+    // 3 lots - 1 decremented - 1 filled: 1 lot rests, of an order of 3.
     assert!(r.rested());
-    assert_eq!(x.leaves(r.id()), Some(lots(1)));
+    let bid = r.id();
+    let view = x.engine.order(bid).unwrap();
+    assert_eq!(
+        (view.quantity, view.leaves_quantity, view.filled_quantity),
+        (lots(3), lots(1), lots(1))
+    );
     assert_eq!(x.bids(), vec![(usd(30_000), lots(1), 1)]);
     assert_eq!(x.balance(BOB, BTC), (btc(1) + lots(1), 0));
     assert_eq!(
         x.balance(BOB, USDT),
         (usdt(100_000) - 2 * value(30_000, 1), value(30_000, 1))
+    );
+    // Cancelled: the open lot and the decremented one.
+    let r = x.cancel(BOB, bid);
+    assert_eq!(
+        r.done_of(bid),
+        Some((DoneReason::Cancelled, lots(1), lots(2)))
     );
 }
 
@@ -1623,10 +1776,80 @@ fn stp_decrement_equal_sizes_finishes_both() {
         .stp(StpMode::Decrement)
         .ioc();
     assert_eq!(r.done_of(ask), Some((DoneReason::SelfTrade, 0, lots(2))));
-    assert_eq!(r.done().0, DoneReason::SelfTrade);
+    assert_eq!(r.done(), (DoneReason::SelfTrade, 0, lots(2)));
     assert!(x.asks().is_empty() && x.bids().is_empty());
     assert_eq!(x.balance(BOB, BTC), (btc(1), 0));
     assert_eq!(x.balance(BOB, USDT), (usdt(100_000), 0));
+}
+
+#[test]
+fn stp_decrements_add_up_over_an_orders_life() {
+    let mut x = funded();
+    let ask = x.sell(BOB, usd(30_000), lots(5)).gtc().id();
+    // Decremented by one lot, then by two more: 2 lots open of 5.
+    let r = x
+        .buy(BOB, usd(30_000), lots(1))
+        .stp(StpMode::Decrement)
+        .ioc();
+    assert_eq!(r.done(), (DoneReason::SelfTrade, 0, lots(1)));
+    let r = x
+        .buy(BOB, usd(30_000), lots(2))
+        .stp(StpMode::Decrement)
+        .gtc();
+    assert_eq!(r.done(), (DoneReason::SelfTrade, 0, lots(2)));
+    assert!(!r.rested());
+    let view = x.engine.order(ask).unwrap();
+    assert_eq!((view.quantity, view.leaves_quantity), (lots(5), lots(2)));
+    // Amending the open quantity changes the order's quantity by as much; the decremented
+    // lots stay part of it.
+    assert_eq!(
+        x.amend(BOB, ask, 0, lots(4)).amended(),
+        (usd(30_000), lots(4), false)
+    );
+    let view = x.engine.order(ask).unwrap();
+    assert_eq!((view.quantity, view.leaves_quantity), (lots(7), lots(4)));
+    // Dave takes one lot; then a larger decrementing order of Bob's uses up the rest of the
+    // resting order: cancelled for self-trade with its open lots and the earlier decrements,
+    // while the incoming one decrements 3 lots and rests its last one.
+    x.buy(DAVE, usd(30_000), lots(1)).gtc().ok();
+    let r = x
+        .buy(BOB, usd(30_000), lots(4))
+        .stp(StpMode::Decrement)
+        .gtc();
+    assert_eq!(
+        r.done_of(ask),
+        Some((DoneReason::SelfTrade, lots(1), lots(3) + lots(3)))
+    );
+    assert!(r.rested());
+    let bid = x.engine.order(r.id()).unwrap();
+    assert_eq!(
+        (bid.quantity, bid.leaves_quantity, bid.filled_quantity),
+        (lots(4), lots(1), 0)
+    );
+    // When it fills, a done of Filled still reports the 3 decremented lots as cancelled.
+    let r = x.sell(DAVE, usd(29_000), lots(1)).gtc();
+    assert_eq!(
+        r.done_of(bid.order_id),
+        Some((DoneReason::Filled, lots(1), lots(3)))
+    );
+    // An incoming order that trades, then is used up by a decrement: filled and cancelled.
+    let carol = x.sell(CAROL, usd(29_000), lots(1)).gtc().id();
+    let own = x.sell(BOB, usd(29_001), lots(2)).gtc().id();
+    let r = x
+        .buy(BOB, usd(29_001), lots(3))
+        .stp(StpMode::Decrement)
+        .gtc();
+    assert_eq!(
+        r.fills(),
+        vec![Fill {
+            maker: carol,
+            price: usd(29_000),
+            qty: lots(1)
+        }]
+    );
+    assert_eq!(r.done_of(own), Some((DoneReason::SelfTrade, 0, lots(2))));
+    assert_eq!(r.done(), (DoneReason::SelfTrade, lots(1), lots(2)));
+    assert!(!r.rested());
 }
 
 // ----- cancels and client order ids -------------------------------------------------------------
@@ -2433,6 +2656,184 @@ fn the_largest_orders_that_fit_trade_exactly() {
     x.sell(BOB, price + 1, qty)
         .gtc()
         .rejected(RejectReason::Overflow);
+}
+
+// ----- base quantities within u64 -----------------------------------------------------------------
+
+/// `n` ETH/USDT lots of 0.0001 ETH, in wei.
+fn eth_lots(n: u64) -> u64 {
+    n * ETH_LOT
+}
+
+/// `u64::MAX` wei is about 18.4467 ETH: the most lots a side of the ETH/USDT book may hold.
+const ETH_MAX_LOTS: u64 = 184_467;
+
+/// Bids of 10 ETH at $2,000 by Carol, 8 ETH at $1,999 by Dave and 0.4467 ETH at $1,998 by
+/// Bob: together the largest number of lots whose wei fit in a u64.
+fn full_eth_bids() -> (Exchange, OrderId, OrderId, OrderId) {
+    assert!(eth_lots(ETH_MAX_LOTS).checked_add(ETH_LOT).is_none());
+    let mut x = funded();
+    let carol = x
+        .buy(CAROL, 200_000, eth_lots(100_000))
+        .in_market(ETH_USDT)
+        .gtc()
+        .id();
+    let dave = x
+        .buy(DAVE, 199_900, eth_lots(80_000))
+        .in_market(ETH_USDT)
+        .gtc()
+        .id();
+    let bob = x
+        .buy(BOB, 199_800, eth_lots(4_467))
+        .in_market(ETH_USDT)
+        .gtc()
+        .id();
+    let depth = x.engine.depth(ETH_USDT, Side::Buy, usize::MAX);
+    assert_eq!(
+        depth.iter().map(|l| l.quantity).sum::<u64>(),
+        eth_lots(ETH_MAX_LOTS)
+    );
+    (x, carol, dave, bob)
+}
+
+#[test]
+fn a_book_side_holds_at_most_u64_max_base_atoms() {
+    let (mut x, _, _, bob) = full_eth_bids();
+    // More, at any price, and the side's total would not fit: refused.
+    for price in [200_000, 199_800, 150_000] {
+        x.buy(DAVE, price, eth_lots(10))
+            .in_market(ETH_USDT)
+            .gtc()
+            .rejected(RejectReason::Overflow);
+    }
+    // Overflow comes before the minimum order value (one lot at $1 is 100 atoms) and before
+    // the balance (Alice has nothing), as it does for any other overflow.
+    x.buy(DAVE, 100, eth_lots(1))
+        .in_market(ETH_USDT)
+        .post_only()
+        .rejected(RejectReason::Overflow);
+    x.buy(ALICE, 200_000, eth_lots(1))
+        .in_market(ETH_USDT)
+        .gtc()
+        .rejected(RejectReason::Overflow);
+    // Orders that never rest are not limited by it, and neither is the other side.
+    let r = x
+        .buy(DAVE, 200_000, eth_lots(10_000))
+        .in_market(ETH_USDT)
+        .ioc();
+    assert_eq!(r.done(), (DoneReason::Expired, 0, eth_lots(10_000)));
+    let r = x
+        .buy(DAVE, 200_000, eth_lots(10_000))
+        .in_market(ETH_USDT)
+        .fok();
+    assert_eq!(r.done(), (DoneReason::FokUnfilled, 0, eth_lots(10_000)));
+    let r = x
+        .market_buy(DAVE, eth_lots(10_000))
+        .protect(200_000)
+        .in_market(ETH_USDT)
+        .send();
+    assert_eq!(r.done(), (DoneReason::Expired, 0, eth_lots(10_000)));
+    x.deposit(BOB, ETH, eth_lots(100_000)).ok();
+    x.sell(BOB, 210_000, eth_lots(100_000))
+        .in_market(ETH_USDT)
+        .gtc()
+        .ok();
+    // A trade makes room for what it took (so a small bid gets as far as the minimum order
+    // value), a cancel for what it removes.
+    x.deposit(CAROL, ETH, eth_lots(10)).ok();
+    let r = x
+        .sell(CAROL, 199_000, eth_lots(10))
+        .in_market(ETH_USDT)
+        .gtc();
+    assert_eq!(r.done(), (DoneReason::Filled, eth_lots(10), 0));
+    x.buy(DAVE, 100, eth_lots(1))
+        .in_market(ETH_USDT)
+        .gtc()
+        .rejected(RejectReason::BelowMinNotional);
+    x.buy(DAVE, 150_000, eth_lots(10))
+        .in_market(ETH_USDT)
+        .gtc()
+        .ok();
+    x.buy(DAVE, 150_000, eth_lots(10))
+        .in_market(ETH_USDT)
+        .gtc()
+        .rejected(RejectReason::Overflow);
+    x.cancel(BOB, bob).ok();
+    x.buy(DAVE, 150_000, eth_lots(4_467))
+        .in_market(ETH_USDT)
+        .gtc()
+        .ok();
+    x.buy(DAVE, 150_000, eth_lots(10))
+        .in_market(ETH_USDT)
+        .gtc()
+        .rejected(RejectReason::Overflow);
+}
+
+#[test]
+fn an_amend_keeps_its_side_within_u64_max_base_atoms() {
+    let (mut x, carol, dave, bob) = full_eth_bids();
+    x.amend(CAROL, carol, 0, eth_lots(100_001))
+        .rejected(RejectReason::Overflow);
+    x.amend(BOB, bob, 199_700, eth_lots(4_468))
+        .rejected(RejectReason::Overflow);
+    // The same quantity elsewhere is fine: the order's own leaves do not count twice.
+    x.amend(CAROL, carol, 199_950, 0).ok();
+    // Dave makes room for 1,000 lots, Carol takes exactly that.
+    x.amend(DAVE, dave, 0, eth_lots(79_000)).ok();
+    assert_eq!(
+        x.amend(CAROL, carol, 0, eth_lots(101_000)).amended(),
+        (199_950, eth_lots(101_000), false)
+    );
+    // Overflow comes before the balance: Bob could not pay for more anyway.
+    let free = x.balance(BOB, USDT).0;
+    x.withdraw(BOB, USDT, free).ok();
+    x.amend(BOB, bob, 0, eth_lots(4_468))
+        .rejected(RejectReason::Overflow);
+    x.amend(BOB, bob, 0, eth_lots(4_000)).ok();
+}
+
+#[test]
+fn an_amend_keeps_the_orders_quantity_within_u64_max_base_atoms() {
+    let mut x = funded();
+    let bid = x
+        .buy(CAROL, 200_000, eth_lots(180_000))
+        .in_market(ETH_USDT)
+        .gtc()
+        .id();
+    // Bob sells Carol 10 lots, and Carol's own sell takes 10 more off by decrement.
+    x.deposit(BOB, ETH, eth_lots(10)).ok();
+    x.sell(BOB, 200_000, eth_lots(10))
+        .in_market(ETH_USDT)
+        .gtc()
+        .ok();
+    x.deposit(CAROL, ETH, eth_lots(10)).ok();
+    let r = x
+        .sell(CAROL, 200_000, eth_lots(10))
+        .in_market(ETH_USDT)
+        .stp(StpMode::Decrement)
+        .gtc();
+    assert_eq!(r.done(), (DoneReason::SelfTrade, 0, eth_lots(10)));
+    let view = x.engine.order(bid).unwrap();
+    assert_eq!(
+        (view.quantity, view.leaves_quantity, view.filled_quantity),
+        (eth_lots(180_000), eth_lots(179_980), eth_lots(10))
+    );
+    // The book side could take ETH_MAX_LOTS - 19 lots, but with the lots filled and the lots
+    // decremented the order's quantity would not fit in u64 wei.
+    x.amend(CAROL, bid, 0, eth_lots(ETH_MAX_LOTS - 19))
+        .rejected(RejectReason::Overflow);
+    x.amend(CAROL, bid, 0, eth_lots(ETH_MAX_LOTS - 20)).ok();
+    let view = x.engine.order(bid).unwrap();
+    assert_eq!(view.quantity, eth_lots(ETH_MAX_LOTS));
+    let r = x.cancel(CAROL, bid);
+    assert_eq!(
+        r.done_of(bid),
+        Some((
+            DoneReason::Cancelled,
+            eth_lots(10),
+            eth_lots(ETH_MAX_LOTS - 10)
+        ))
+    );
 }
 
 // ----- the book feed ----------------------------------------------------------------------------

@@ -148,6 +148,14 @@ enum QtySel {
     ReduceBy(u64),
     /// An amend's target's leaves plus this many lots.
     IncreaseBy(u64),
+    /// The largest whole number of lots in u64 atoms, divided by this.
+    Share(u64),
+    /// An amend's target: the largest quantity its filled and decremented lots leave room
+    /// for, plus this many lots (0: just fits, 1: one lot too many).
+    ToOrderLimit(u64),
+    /// The largest quantity the other orders on its book side leave room for, plus this
+    /// many lots.
+    ToSideLimit(u64),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -161,8 +169,15 @@ enum Target {
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     Limit,
-    MarketQty { protected: bool },
-    MarketQuote { protected: bool },
+    MarketQty {
+        protected: bool,
+    },
+    /// With `exact: Some(n)`, the quote amount is what the first `n` lots of the asks cost
+    /// (all of them for 0), so that it is spent exactly, often emptying the book.
+    MarketQuote {
+        protected: bool,
+        exact: Option<u8>,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -267,7 +282,12 @@ fn price_of(sel: PriceSel, tick: u64, mid: u64, same: u64) -> u64 {
     }
 }
 
-fn qty_of(sel: QtySel, lot: u64, leaves: u64) -> u64 {
+/// A concrete quantity. `leaves` is an amend's target's leaves (one lot for a place),
+/// `used` its filled plus decremented quantity (0 for a place) and `others` the leaves of the
+/// other orders on its book side.
+fn qty_of(sel: QtySel, lot: u64, leaves: u64, used: u64, others: u64) -> u64 {
+    let max_lots = u64::MAX / lot;
+    let up_to = |taken: u64, k: u64| max_lots.saturating_sub(taken / lot).saturating_add(k);
     match sel {
         QtySel::Lots(n) => n.saturating_mul(lot),
         QtySel::OffLot(n) => n.saturating_mul(lot).saturating_add(1),
@@ -284,7 +304,35 @@ fn qty_of(sel: QtySel, lot: u64, leaves: u64) -> u64 {
             }
         }
         QtySel::IncreaseBy(n) => leaves.saturating_add(n.saturating_mul(lot)),
+        QtySel::Share(k) => max_lots / k.max(1) * lot,
+        QtySel::ToOrderLimit(k) => up_to(used, k).saturating_mul(lot),
+        QtySel::ToSideLimit(k) => up_to(others, k).saturating_mul(lot),
     }
+}
+
+/// What the first `lots` lots offered in a market cost, best first (all of them for 0);
+/// saturating.
+fn asks_value(model: &Model, market: MarketId, lots: u8) -> u64 {
+    let Some(m) = model.markets.get(&market) else {
+        return 0;
+    };
+    let mut want = if lots == 0 { u64::MAX } else { u64::from(lots) };
+    let mut total = 0u64;
+    for o in model.book_orders(market, Side::Sell) {
+        let n = (o.leaves_quantity / m.lot).min(want);
+        let value = risk::notional(n, o.price / m.tick, m.tick_value).unwrap_or(u64::MAX);
+        total = total.saturating_add(value);
+        want -= n;
+        if want == 0 {
+            break;
+        }
+    }
+    total
+}
+
+/// The leaves of every order on one side of a book, in base atoms.
+fn side_total(model: &Model, market: MarketId, side: Side) -> u64 {
+    u64::try_from(model.side_total(market, side)).expect("a side's total fits in u64")
 }
 
 fn order_ref(model: &Model, account: AccountId, target: Target) -> OrderRef {
@@ -345,7 +393,12 @@ fn concretize(op: &Op, model: &Model) -> Command {
                 (sel, _) => sel,
             };
             let price = price_of(sel, tick, mid, mid.saturating_mul(tick));
-            let quantity = qty_of(p.qty, lot, lot);
+            let side = match p.kind {
+                Kind::MarketQuote { .. } => Side::Buy,
+                _ => p.side,
+            };
+            let others = side_total(model, market, side);
+            let quantity = qty_of(p.qty, lot, lot, 0, others);
             let reserve = |price: u64| match p.reserve {
                 None => 0,
                 Some(-1) => price.saturating_sub(tick),
@@ -375,12 +428,15 @@ fn concretize(op: &Op, model: &Model) -> Command {
                         o.price = 0;
                     }
                 }
-                Kind::MarketQuote { protected } => {
+                Kind::MarketQuote { protected, exact } => {
                     o.order_type = OrderType::Market;
                     o.post_only = false;
                     o.side = Side::Buy;
                     o.quantity = 0;
-                    o.quote_quantity = p.quote;
+                    o.quote_quantity = match exact.map(|n| asks_value(model, market, n)) {
+                        Some(v) if v != 0 => v,
+                        _ => p.quote,
+                    };
                     if !protected {
                         o.price = 0;
                     }
@@ -421,11 +477,19 @@ fn concretize(op: &Op, model: &Model) -> Command {
                     .values()
                     .find(|o| o.account == account && o.client_id == c),
             };
-            let (market, cur_price, leaves) =
-                target.map_or((M1, 0, 0), |o| (o.market, o.price, o.leaves));
+            let (market, cur_price, leaves, used, others) = target.map_or((M1, 0, 0, 0, 0), |o| {
+                let side = side_total(model, o.market, o.side);
+                (
+                    o.market,
+                    o.price,
+                    o.leaves,
+                    o.filled + o.decremented,
+                    side - o.leaves,
+                )
+            });
             let (tick, lot) = tick_lot(model, market);
             let new_price = price.map_or(0, |s| price_of(s, tick, mid_ticks(market), cur_price));
-            let new_quantity = qty.map_or(0, |s| qty_of(s, lot, leaves));
+            let new_quantity = qty.map_or(0, |s| qty_of(s, lot, leaves, used, others));
             Command::AmendOrder {
                 account,
                 order,
@@ -591,10 +655,23 @@ fn place_op(clean: bool) -> impl Strategy<Value = PlaceOp> {
             prop::bool::weighted(0.04).boxed(),
         )
     };
+    place_with(account, market, price, qty, quote_amount().boxed(), garbage)
+}
+
+/// A place made of the given parts, the rest drawn as for every place.
+fn place_with(
+    account: BoxedStrategy<u64>,
+    market: BoxedStrategy<u32>,
+    price: BoxedStrategy<PriceSel>,
+    qty: BoxedStrategy<QtySel>,
+    quote: BoxedStrategy<u64>,
+    garbage: BoxedStrategy<bool>,
+) -> impl Strategy<Value = PlaceOp> {
     let kind = prop_oneof![
         14 => Just(Kind::Limit),
         2 => any::<bool>().prop_map(|protected| Kind::MarketQty { protected }),
-        2 => any::<bool>().prop_map(|protected| Kind::MarketQuote { protected }),
+        2 => (any::<bool>(), prop::option::weighted(0.4, 0u8..4))
+            .prop_map(|(protected, exact)| Kind::MarketQuote { protected, exact }),
     ];
     // (limit tif, market tif, post-only draw): post-only mostly on GTC limits, FOK rarely on
     // market orders, both only as often as it takes to cover their rejects.
@@ -618,7 +695,7 @@ fn place_op(clean: bool) -> impl Strategy<Value = PlaceOp> {
             kind,
         ),
         (tif, stp(), price, qty),
-        (quote_amount(), reserve, garbage),
+        (quote, reserve, garbage),
     )
         .prop_map(
             |(
@@ -805,13 +882,16 @@ fn compare_state(engine: &Engine, model: &Model) -> Result<(), String> {
 /// Coverage counters, printed by `coverage_report` when `BOURSE_PROPTEST_STATS` is set.
 static STATS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 
-fn record(events: &[Event], cmd: &Command) {
+fn record(events: &[Event], cmd: &Command, model: &Model) {
     if std::env::var_os("BOURSE_PROPTEST_STATS").is_none() {
         return;
     }
     let mut stats = STATS.lock().unwrap();
     let mut bump = |k: String| *stats.entry(k).or_default() += 1;
     bump(format!("cmd {:?}", cmd.kind()));
+    for note in &model.notes {
+        bump(format!("model: {note}"));
+    }
     for e in events {
         match e {
             Event::Rejected {
@@ -878,7 +958,7 @@ fn record(events: &[Event], cmd: &Command) {
     }
 }
 
-/// With `BOURSE_PROPTEST_STATS=1` (or `=dense` for the dense-trading generator), run the
+/// With `BOURSE_PROPTEST_STATS=1` (or `=dense`, `=huge` for those generators), run the
 /// property once more and print how often each command, event and reject occurred:
 /// `BOURSE_PROPTEST_STATS=1 cargo test -p bourse-engine --test properties coverage_report -- --nocapture`
 #[test]
@@ -896,6 +976,10 @@ fn coverage_report() {
             .run(&prop::collection::vec(trading_op(), 1..300), |ops| {
                 run(&ops)
             })
+            .unwrap();
+    } else if mode == "huge" {
+        runner
+            .run(&prop::collection::vec(whale_op(), 1..120), |ops| run(&ops))
             .unwrap();
     } else {
         runner
@@ -945,21 +1029,8 @@ fn drive(
         let cmd = next(i, &model);
         cmds.push(cmd);
         let hash_before = engine.state_hash();
-        // The model goes first: it recognises states whose quantities the engine cannot
-        // represent (a known engine limitation, see `level_quantity_overflow_reproduction`),
-        // and the case stops there, everything before it having been checked.
         let expected = match catch_unwind(AssertUnwindSafe(|| model.apply(&cmd))) {
             Ok(events) => events,
-            Err(p) if panic_text(&p).starts_with(model::UNREPRESENTABLE) => {
-                if std::env::var_os("BOURSE_PROPTEST_STATS").is_some() {
-                    *STATS
-                        .lock()
-                        .unwrap()
-                        .entry(format!("stopped: {}", panic_text(&p)))
-                        .or_default() += 1;
-                }
-                return Ok(());
-            }
             Err(p) => {
                 return Err(fail(format!(
                     "model panicked ({}) at command [{i}]\ncommands:\n{}",
@@ -985,7 +1056,7 @@ fn drive(
                 show(&cmds)
             )));
         }
-        record(&events, &cmd);
+        record(&events, &cmd, &model);
         if let Err(e) = engine.check_invariants() {
             return Err(fail(format!(
                 "invariant broken after [{i}]: {e}\ncommands:\n{}",
@@ -1079,6 +1150,62 @@ fn trading_op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Trading at the limits of `u64`: balances near the cap of an asset, orders for a large
+/// share of `u64::MAX` base atoms, and places and amends aimed exactly at, or one lot past,
+/// the side-total and order-quantity limits; with self-trade prevention and market buys by
+/// quote amount mixed in.
+fn whale_op() -> impl Strategy<Value = Op> {
+    let trader = 1u64..=3;
+    let own =
+        (0usize..8, any::<bool>()).prop_map(|(nth, by_client)| Target::Own { nth, by_client });
+    let big = || {
+        prop_oneof![
+            2 => 1u64..200_000,
+            3 => (u64::MAX / 16)..(u64::MAX / 3),
+        ]
+    };
+    let qty = prop_oneof![
+        4 => (1u64..=8).prop_map(QtySel::Lots),
+        4 => (1u64..=4).prop_map(QtySel::Share),
+        2 => (0u64..=1).prop_map(QtySel::ToSideLimit),
+        1 => Just(QtySel::MaxOnLot),
+    ];
+    let amend_qty = prop_oneof![
+        2 => (1u64..=4).prop_map(QtySel::ReduceBy),
+        1 => (1u64..=4).prop_map(QtySel::IncreaseBy),
+        3 => (0u64..=1).prop_map(QtySel::ToOrderLimit),
+        3 => (0u64..=1).prop_map(QtySel::ToSideLimit),
+        2 => (1u64..=4).prop_map(QtySel::Share),
+    ];
+    let price = prop_oneof![
+        6 => (-3i8..=3).prop_map(PriceSel::Near),
+        2 => Just(PriceSel::OneTick),
+    ];
+    let place = place_with(
+        trader.clone().boxed(),
+        prop_oneof![Just(10u32), Just(20)].boxed(),
+        price.boxed(),
+        qty.boxed(),
+        prop_oneof![1 => 1u64..20_000, 2 => big()].boxed(),
+        Just(false).boxed(),
+    );
+    prop_oneof![
+        10 => place.prop_map(Op::Place),
+        4 => (trader.clone(), 1u32..=3, big())
+            .prop_map(|(account, asset, amount)| Op::Deposit { account, asset, amount }),
+        1 => (trader.clone(), 1u32..=3, big())
+            .prop_map(|(account, asset, amount)| Op::Withdraw { account, asset, amount }),
+        5 => (
+            trader.clone(),
+            own.clone(),
+            prop::option::weighted(0.2, (-3i8..=3).prop_map(PriceSel::Near)),
+            prop::option::weighted(0.9, amend_qty),
+        )
+            .prop_map(|(account, target, price, qty)| Op::Amend { account, target, price, qty }),
+        1 => (trader, own).prop_map(|(account, target)| Op::Cancel { account, target }),
+    ]
+}
+
 proptest! {
     #![proptest_config(config(256))]
 
@@ -1092,6 +1219,14 @@ proptest! {
     #[test]
     fn engine_matches_reference_model_dense_trading(
         ops in prop::collection::vec(trading_op(), 1..300)
+    ) {
+        run(&ops)?;
+    }
+
+    /// Huge balances and quantities, up to and just past the limits.
+    #[test]
+    fn engine_matches_reference_model_huge_quantities(
+        ops in prop::collection::vec(whale_op(), 1..120)
     ) {
         run(&ops)?;
     }
@@ -1228,23 +1363,25 @@ fn regression_affordable_lots_at_u64_max() {
     .unwrap();
 }
 
-/// KNOWN ENGINE ISSUE (not fixed: it needs a decision on limits). Buys are bounded by quote
-/// funds, not by the base supply, so the base-atom quantities the engine reports can exceed
-/// `u64::MAX`:
+/// Buys are bounded by quote funds, not by the base supply, so before the overflow rules the
+/// base-atom quantities the engine reports could exceed `u64::MAX` (found by
+/// `engine_matches_reference_model`; the engine computed `lots * lot_size` unchecked):
 /// * a price level's total (`Event::Book::level_quantity`, `LevelView::quantity`): two bids
 ///   of 10^19 base atoms at one level, costing 10^18 quote atoms each here;
-/// * an order's `filled + leaves` (`OrderView::quantity`) after a partly filled buy is
-///   amended up to a huge quantity (and so, over time, `filled_quantity`).
+/// * an order's quantity (`OrderView::quantity`) after a partly filled buy is amended up to a
+///   huge quantity.
 ///
-/// The engine computes `lots * lot_size` unchecked: a panic in debug builds, a wrapped,
-/// wrong number in release builds. One possible rule: reject with `Overflow` any place or
-/// amend after which its level's total or the order's total quantity would not fit.
-/// `engine_matches_reference_model` stops a case when the model sees such a state.
+/// Now a book side's total leaves, and an order's filled + decremented + leaves, stay within
+/// `u64` atoms: a GTC limit order or an amend that would take them past it is refused with
+/// `Overflow`. Each case also runs through `run_commands` (the reference model agrees on
+/// every event and query, and every reject leaves the state hash unchanged).
 #[test]
-#[ignore = "known engine issue: base-atom quantities of bids can exceed u64::MAX"]
-fn level_quantity_overflow_reproduction() {
+fn regression_base_quantities_stay_within_u64() {
     let (base, quote, market) = (AssetId(1), AssetId(2), MarketId(1));
-    let setup = [
+    let (alice, bob) = (AccountId(1), AccountId(2));
+    // The largest whole number of lots, in atoms.
+    let max_qty = u64::MAX / 10 * 10;
+    let setup = vec![
         Command::ListAsset {
             asset: base,
             decimals: 1,
@@ -1264,26 +1401,31 @@ fn level_quantity_overflow_reproduction() {
             min_notional: 0,
         },
         Command::CreateAccount {
-            account: AccountId(1),
+            account: alice,
             fee_tier: 0,
         },
         Command::CreateAccount {
-            account: AccountId(2),
+            account: bob,
             fee_tier: 0,
         },
         Command::Deposit {
-            account: AccountId(1),
+            account: alice,
             asset: quote,
             amount: 4_000_000_000_000_000_000,
         },
         Command::Deposit {
-            account: AccountId(2),
+            account: alice,
             asset: base,
             amount: 10,
         },
+        Command::Deposit {
+            account: bob,
+            asset: base,
+            amount: 100,
+        },
     ];
     let bid = NewOrder {
-        account: AccountId(1),
+        account: alice,
         market,
         client_order_id: 0,
         side: Side::Buy,
@@ -1296,61 +1438,187 @@ fn level_quantity_overflow_reproduction() {
         quote_quantity: 0,
         reserve_price: 0,
     };
-    let apply = |engine: &mut Engine, cmd: Command| {
-        let mut out = Vec::new();
-        engine.apply(&cmd, &mut out);
-        out
+    let amend = |order: OrderId, new_quantity: u64| Command::AmendOrder {
+        account: alice,
+        order: OrderRef::Id(order),
+        new_price: 0,
+        new_quantity,
     };
-
-    // 1. Level total: the second bid is accepted and its Book event overflows.
-    let mut engine = Engine::default();
-    for c in setup {
-        apply(&mut engine, c);
-    }
-    apply(&mut engine, Command::PlaceOrder(bid));
-    let out = apply(&mut engine, Command::PlaceOrder(bid));
-    assert!(
+    // Applies `steps` after the setup, checked against the model; returns the engine and
+    // every step's events.
+    let play = |steps: &[Command]| {
+        let all: Vec<Command> = setup.iter().chain(steps).copied().collect();
+        run_commands(&all).unwrap();
+        let mut engine = Engine::default();
+        let mut out = Vec::new();
+        for c in &setup {
+            engine.apply(c, &mut out);
+        }
+        let replies: Vec<Vec<Event>> = steps
+            .iter()
+            .map(|c| {
+                let mut out = Vec::new();
+                engine.apply(c, &mut out);
+                out
+            })
+            .collect();
+        (engine, replies)
+    };
+    let overflow = |events: &[Event]| {
         matches!(
-            out.as_slice(),
+            events,
             [Event::Rejected {
                 reason: RejectReason::Overflow,
                 ..
             }]
-        ),
-        "a second bid that takes the level past u64::MAX base atoms: {out:?}"
-    );
+        )
+    };
+    let accepted = |events: &[Event]| matches!(events.first(), Some(Event::Accepted { .. }));
 
-    // 2. Order total: fill 10 atoms, then amend the leaves up to the largest whole lot.
-    let mut engine = Engine::default();
-    for c in setup {
-        apply(&mut engine, c);
-    }
-    apply(&mut engine, Command::PlaceOrder(bid));
-    let sell = NewOrder {
-        account: AccountId(2),
-        side: Side::Sell,
+    // 1. Place: the bid side holds at most u64::MAX atoms, summed over its levels.
+    let rest = NewOrder {
+        quantity: max_qty - bid.quantity,
+        price: 2,
+        ..bid
+    };
+    let one_lot = NewOrder {
         quantity: 10,
         ..bid
     };
-    apply(&mut engine, Command::PlaceOrder(sell));
-    let out = apply(
-        &mut engine,
-        Command::AmendOrder {
-            account: AccountId(1),
-            order: OrderRef::Id(1),
-            new_price: 0,
-            new_quantity: u64::MAX / 10 * 10,
-        },
-    );
-    let views = engine.open_orders(AccountId(1));
+    let (engine, r) = play(&[
+        Command::PlaceOrder(bid),
+        // Same level: 2 * 10^19 atoms.
+        Command::PlaceOrder(bid),
+        // Another level, up to the largest total that fits: accepted.
+        Command::PlaceOrder(rest),
+        // One lot more anywhere on the side: refused.
+        Command::PlaceOrder(one_lot),
+        Command::PlaceOrder(NewOrder {
+            price: 3,
+            ..one_lot
+        }),
+        // Orders that do not rest are not limited by it, nor is the other side.
+        Command::PlaceOrder(NewOrder {
+            time_in_force: TimeInForce::Ioc,
+            ..bid
+        }),
+        Command::PlaceOrder(NewOrder {
+            account: bob,
+            side: Side::Sell,
+            price: 5,
+            ..one_lot
+        }),
+    ]);
+    assert!(accepted(&r[0]), "{:?}", r[0]);
     assert!(
-        matches!(
-            out.as_slice(),
-            [Event::Rejected {
-                reason: RejectReason::Overflow,
+        overflow(&r[1]),
+        "a second bid past u64::MAX atoms: {:?}",
+        r[1]
+    );
+    assert!(accepted(&r[2]), "{:?}", r[2]);
+    assert!(overflow(&r[3]), "one lot past the side's limit: {:?}", r[3]);
+    assert!(overflow(&r[4]), "one lot past the side's limit: {:?}", r[4]);
+    assert!(
+        r[5].contains(&Event::OrderDone {
+            order_id: 3,
+            account: alice,
+            market,
+            client_order_id: 0,
+            reason: DoneReason::Expired,
+            filled_quantity: 0,
+            cancelled_quantity: bid.quantity,
+        }),
+        "an IOC bid is not held to the side's limit: {:?}",
+        r[5]
+    );
+    assert!(accepted(&r[6]), "{:?}", r[6]);
+    let depth = engine.depth(market, Side::Buy, usize::MAX);
+    assert_eq!(
+        depth.iter().map(|l| l.quantity).sum::<u64>(),
+        max_qty,
+        "{depth:?}"
+    );
+
+    // 2. Amend, side total: the other orders on the side plus the new quantity must fit.
+    let (engine, r) = play(&[
+        Command::PlaceOrder(bid),
+        Command::PlaceOrder(rest),
+        amend(1, bid.quantity + 10),
+        amend(2, rest.quantity + 10),
+        // Down and back up again is fine.
+        amend(1, bid.quantity - 10),
+        amend(1, bid.quantity),
+    ]);
+    assert!(overflow(&r[2]), "{:?}", r[2]);
+    assert!(overflow(&r[3]), "{:?}", r[3]);
+    assert!(matches!(r[4][0], Event::Book { .. }), "{:?}", r[4]);
+    assert!(
+        r[5].iter().any(|e| matches!(e, Event::Amended { .. })),
+        "{:?}",
+        r[5]
+    );
+    assert_eq!(engine.order(1).unwrap().quantity, bid.quantity);
+
+    // 3. Amend, order quantity: filled + leaves must fit. Bob fills one lot of the bid.
+    let sell = NewOrder {
+        account: bob,
+        side: Side::Sell,
+        ..one_lot
+    };
+    let (engine, r) = play(&[
+        Command::PlaceOrder(bid),
+        Command::PlaceOrder(sell),
+        amend(1, max_qty),
+        amend(1, max_qty - 10),
+    ]);
+    assert!(
+        overflow(&r[2]),
+        "an amend that takes filled + leaves past u64::MAX: {:?}",
+        r[2]
+    );
+    assert!(
+        r[3].iter().any(|e| matches!(e, Event::Amended { .. })),
+        "{:?}",
+        r[3]
+    );
+    let view = engine.order(1).unwrap();
+    assert_eq!(
+        (view.quantity, view.filled_quantity, view.leaves_quantity),
+        (max_qty, 10, max_qty - 10)
+    );
+
+    // 4. The same with a lot taken by self-trade prevention instead of a trade: Alice's own
+    //    sell decrements her bid, and decremented + leaves must fit too.
+    let (engine, r) = play(&[
+        Command::PlaceOrder(bid),
+        Command::PlaceOrder(NewOrder {
+            side: Side::Sell,
+            stp: StpMode::Decrement,
+            ..one_lot
+        }),
+        amend(1, max_qty),
+        amend(1, max_qty - 10),
+    ]);
+    assert!(
+        r[1].iter().any(|e| matches!(
+            e,
+            Event::Book {
+                action: BookAction::Reduce,
+                order_id: 1,
                 ..
-            }]
-        ),
-        "an amend that takes filled + leaves past u64::MAX: {out:?} {views:?}"
+            }
+        )),
+        "{:?}",
+        r[1]
+    );
+    assert!(
+        overflow(&r[2]),
+        "an amend that takes decremented + leaves past u64::MAX: {:?}",
+        r[2]
+    );
+    let view = engine.order(1).unwrap();
+    assert_eq!(
+        (view.quantity, view.filled_quantity, view.leaves_quantity),
+        (max_qty, 0, max_qty - 10)
     );
 }

@@ -9,7 +9,8 @@
 //!   first, are simply its orders by id);
 //! * level totals are recomputed by summing the queue every time they are reported;
 //! * a fill-or-kill order is checked by *simulating* it on a clone of the whole model;
-//! * what a market buy can afford is found by a binary search over the cost formula.
+//! * what a market buy can afford is found by a binary search over the cost formula;
+//! * a book side's total base quantity (for the overflow rules) is summed over its orders.
 //!
 //! Only the spec's arithmetic (`risk::tick_value`, `notional`, `fee`, `with_fee`, `buy_hold`) is
 //! shared with the engine. Every rule, every reject and its precedence, and the order and
@@ -93,6 +94,8 @@ pub struct Order {
     pub price: u64,
     pub leaves: u64,
     pub filled: u64,
+    /// Removed by self-trade prevention (decrement) without trading.
+    pub decremented: u64,
     /// Market buy by quote amount: no quantity, the budget decides.
     pub unbounded: bool,
     /// A buy's client-set reserve price.
@@ -105,6 +108,12 @@ impl Order {
     /// The price a buy's quote hold is computed at.
     fn hold_price(&self) -> u64 {
         self.reserve.unwrap_or(self.price)
+    }
+
+    /// Its quantity as last set: what it may still trade, what it traded and what self-trade
+    /// prevention took away.
+    fn quantity(&self) -> u128 {
+        u128::from(self.leaves) + u128::from(self.filled) + u128::from(self.decremented)
     }
 }
 
@@ -128,13 +137,10 @@ enum Stop {
 
 type Rej = (RejectReason, OrderId);
 
-/// Panic message prefix for a state whose quantities the spec's `u64` fields cannot
-/// represent (a known engine limitation, see `tests/properties.rs`).
-pub const UNREPRESENTABLE: &str = "unrepresentable";
-
-fn representable(v: u128, what: &str) -> u64 {
-    u64::try_from(v)
-        .unwrap_or_else(|_| panic!("{UNREPRESENTABLE}: {what} = {v} does not fit in u64"))
+/// The overflow rules keep every base quantity the spec reports within `u64`; a model state
+/// where one does not fit is a bug (of the model or of the rules), not a case to skip.
+fn fits(v: u128, what: &str) -> u64 {
+    u64::try_from(v).unwrap_or_else(|_| panic!("model: {what} = {v} does not fit in u64"))
 }
 
 fn rej<T>(reason: RejectReason) -> Result<T, Rej> {
@@ -165,6 +171,8 @@ pub struct Model {
     pub next_trade_id: TradeId,
     touched: Vec<(AccountId, AssetId)>,
     out: Vec<Event>,
+    /// Rare rules the last command went through (for the property tests' coverage counters).
+    pub notes: Vec<&'static str>,
 }
 
 impl Default for Model {
@@ -191,6 +199,7 @@ impl Model {
             next_trade_id: 1,
             touched: Vec::new(),
             out: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -198,6 +207,7 @@ impl Model {
     pub fn apply(&mut self, cmd: &Command) -> Vec<Event> {
         self.out.clear();
         self.touched.clear();
+        self.notes.clear();
         let result = match *cmd {
             Command::ListAsset { asset, decimals } => self.list_asset(asset, decimals),
             Command::ListMarket {
@@ -250,7 +260,7 @@ impl Model {
                 new_quantity,
             } => self.amend(account, order, new_price, new_quantity),
         };
-        self.check_representable();
+        self.check_quantities_fit();
         match result {
             Ok(()) => {
                 for (account, asset) in std::mem::take(&mut self.touched) {
@@ -268,16 +278,14 @@ impl Model {
         std::mem::take(&mut self.out)
     }
 
-    /// Every quantity the queries report fits in `u64`.
-    fn check_representable(&self) {
+    /// Every base quantity the queries report fits in `u64` (the overflow rules see to it).
+    fn check_quantities_fit(&self) {
         for o in self.orders.values() {
-            representable(
-                u128::from(o.leaves) + u128::from(o.filled),
-                "order quantity",
-            );
+            fits(o.quantity(), "order quantity");
         }
         for m in self.markets.values() {
             for side in [Side::Buy, Side::Sell] {
+                fits(self.side_total(m.id, side), "book side total");
                 for &p in m.ladder(side).keys() {
                     self.level(m.id, side, p);
                 }
@@ -434,10 +442,19 @@ impl Model {
             None => (0, 0),
             Some(q) => {
                 let total: u128 = q.iter().map(|id| u128::from(self.orders[id].leaves)).sum();
-                let total = representable(total, "level total quantity");
+                let total = fits(total, "level total quantity");
                 (total, q.len() as u32)
             }
         }
+    }
+
+    /// The leaves of every order resting on one side of a market, added up.
+    pub fn side_total(&self, market: MarketId, side: Side) -> u128 {
+        self.orders
+            .values()
+            .filter(|o| o.market == market && o.side == side)
+            .map(|o| u128::from(o.leaves))
+            .sum()
     }
 
     fn book_event(&mut self, o: &Order, action: BookAction, order_quantity: u64, delta: u64) {
@@ -483,12 +500,25 @@ impl Model {
         self.book_event(&o, BookAction::Add, leaves, leaves);
     }
 
+    /// Filled plus cancelled is the order's quantity: cancelled is what was still open (none
+    /// when filled, or for a buy by quote amount) plus what self-trade prevention took away.
     fn done(&mut self, o: &Order, reason: DoneReason) {
-        let cancelled = if reason == DoneReason::Filled || o.unbounded {
+        let open = if reason == DoneReason::Filled || o.unbounded {
             0
         } else {
             o.leaves
         };
+        let cancelled = fits(
+            u128::from(open) + u128::from(o.decremented),
+            "cancelled quantity",
+        );
+        if o.decremented != 0 {
+            self.notes.push(if reason == DoneReason::Filled {
+                "done after a decrement: filled"
+            } else {
+                "done after a decrement: not filled"
+            });
+        }
         self.out.push(Event::OrderDone {
             order_id: o.id,
             account: o.account,
@@ -512,12 +542,18 @@ impl Model {
         self.done(&o, reason);
     }
 
-    /// Reduce a resting order by `by` (< leaves) without a trade, keeping its place.
-    fn reduce_resting(&mut self, id: OrderId, by: u64) {
+    /// Reduce a resting order by `by` (< leaves) without a trade, keeping its place: by an
+    /// amend (its quantity changes) or by self-trade prevention (`decrement`: it does not).
+    fn reduce_resting(&mut self, id: OrderId, by: u64, decrement: bool) {
         let o = self.orders[&id].clone();
         assert!(by < o.leaves);
         self.release_part(&o, by);
-        self.orders.get_mut(&id).unwrap().leaves -= by;
+        let r = self.orders.get_mut(&id).unwrap();
+        r.leaves -= by;
+        if decrement {
+            r.decremented += by;
+            self.notes.push("resting order partly decremented");
+        }
         let o = self.orders[&id].clone();
         self.book_event(&o, BookAction::Reduce, o.leaves, by);
     }
@@ -559,6 +595,16 @@ impl Model {
             if !t.unbounded && t.leaves == 0 {
                 return Stop::Complete;
             }
+            // A buy by quote amount that has spent all of it is done, whatever is left in
+            // the book.
+            if let Funding::Budget { cap: Some(0), .. } = *funding {
+                self.notes
+                    .push(match self.markets[&t.market].best(opposite) {
+                        Some(_) => "quote amount spent, book not empty",
+                        None => "quote amount spent, book empty",
+                    });
+                return Stop::BudgetExhausted;
+            }
             let m = &self.markets[&t.market];
             let Some(price) = m.best(opposite) else {
                 return Stop::NoLiquidity;
@@ -586,13 +632,14 @@ impl Model {
                         if d == maker.leaves {
                             self.cancel_resting(maker_id, DoneReason::SelfTrade);
                         } else {
-                            self.reduce_resting(maker_id, d);
+                            self.reduce_resting(maker_id, d, true);
                         }
                         if !t.unbounded {
                             if let Funding::Tracked = funding {
                                 self.release_part(t, d);
                             }
                             t.leaves -= d;
+                            t.decremented += d;
                             if t.leaves == 0 {
                                 return Stop::SelfTrade;
                             }
@@ -674,12 +721,12 @@ impl Model {
             maker_fee,
             taker_fee,
         });
-        t.filled = representable(u128::from(t.filled) + u128::from(qty), "filled quantity");
+        t.filled = fits(u128::from(t.filled) + u128::from(qty), "filled quantity");
         if !t.unbounded {
             t.leaves -= qty;
         }
         let mo = self.orders.get_mut(&maker.id).unwrap();
-        mo.filled = representable(u128::from(mo.filled) + u128::from(qty), "filled quantity");
+        mo.filled = fits(u128::from(mo.filled) + u128::from(qty), "filled quantity");
         mo.leaves -= qty;
         let mo = mo.clone();
         if mo.leaves == 0 {
@@ -982,6 +1029,7 @@ impl Model {
             price: o.price,
             leaves: o.quantity,
             filled: 0,
+            decremented: 0,
             unbounded: by_quote,
             reserve: if o.reserve_price != 0 {
                 Some(o.reserve_price)
@@ -1000,6 +1048,13 @@ impl Model {
             if o.side == Side::Buy {
                 self.required_hold(&t, t.leaves)
                     .ok_or((RejectReason::Overflow, 0))?;
+            }
+            // An order that may rest must leave its side's total base quantity within u64.
+            if o.time_in_force == TimeInForce::Gtc
+                && self.side_total(o.market, o.side) + u128::from(o.quantity) > u128::from(u64::MAX)
+            {
+                self.notes.push("overflow: place past the side total");
+                return rej(RejectReason::Overflow);
             }
             if value < m.min_notional {
                 return rej(RejectReason::BelowMinNotional);
@@ -1189,6 +1244,16 @@ impl Model {
         let Some(new_hold) = self.required_hold(&new, qty) else {
             return no(RejectReason::Overflow);
         };
+        // Its side's total base quantity, and its own quantity, must stay within u64.
+        let max = u128::from(u64::MAX);
+        if self.side_total(o.market, o.side) - u128::from(o.leaves) + u128::from(qty) > max {
+            self.notes.push("overflow: amend past the side total");
+            return no(RejectReason::Overflow);
+        }
+        if new.quantity() > max {
+            self.notes.push("overflow: amend past the order quantity");
+            return no(RejectReason::Overflow);
+        }
         if value < m.min_notional {
             return no(RejectReason::BelowMinNotional);
         }
@@ -1207,7 +1272,7 @@ impl Model {
 
         if !price_changed && qty < o.leaves {
             // A pure reduction keeps its place.
-            self.reduce_resting(id, o.leaves - qty);
+            self.reduce_resting(id, o.leaves - qty, false);
             self.out.push(Event::Amended {
                 order_id: id,
                 account,
@@ -1256,7 +1321,7 @@ impl Model {
             client_order_id: o.client_id,
             side: o.side,
             price: o.price,
-            quantity: o.leaves + o.filled,
+            quantity: fits(o.quantity(), "order quantity"),
             leaves_quantity: o.leaves,
             filled_quantity: o.filled,
             reserve_price: o.reserve.unwrap_or(0),
