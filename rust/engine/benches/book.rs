@@ -41,22 +41,13 @@ impl Fixture {
     /// MID+ask_gap+2, MID+ask_gap+4, ...
     fn new(levels: u64, per_level: u64, ask_gap: u64) -> Self {
         let mut f = Fixture {
-            engine: Engine::new(EngineConfig {
-                order_capacity: 1 << 16,
-                levels_per_side: 2048,
-            }),
+            engine: Engine::new(EngineConfig { order_capacity: 1 << 16, levels_per_side: 2048 }),
             out: Vec::with_capacity(1 << 14),
             cmds: Vec::with_capacity(CHUNK as usize),
             ids: Vec::with_capacity(CHUNK as usize),
         };
-        f.run(Command::ListAsset {
-            asset: AssetId(1),
-            decimals: 0,
-        });
-        f.run(Command::ListAsset {
-            asset: AssetId(2),
-            decimals: 0,
-        });
+        f.run(Command::ListAsset { asset: AssetId(1), decimals: 0 });
+        f.run(Command::ListAsset { asset: AssetId(2), decimals: 0 });
         f.run(Command::ListMarket {
             market: MARKET,
             base: AssetId(1),
@@ -66,16 +57,9 @@ impl Fixture {
             lot_size: 1,
             min_notional: 0,
         });
-        f.run(Command::SetFeeTier {
-            tier: 1,
-            maker_bps: 10,
-            taker_bps: 20,
-        });
+        f.run(Command::SetFeeTier { tier: 1, maker_bps: 10, taker_bps: 20 });
         for a in [1, 2, 3, 4, TRADER.0] {
-            f.run(Command::CreateAccount {
-                account: AccountId(a),
-                fee_tier: 1,
-            });
+            f.run(Command::CreateAccount { account: AccountId(a), fee_tier: 1 });
             for asset in [1, 2] {
                 f.run(Command::Deposit {
                     account: AccountId(a),
@@ -127,10 +111,7 @@ impl Fixture {
     }
 
     fn cancel_trader_orders(&mut self) {
-        self.run(Command::CancelAll {
-            account: TRADER,
-            market: None,
-        });
+        self.run(Command::CancelAll { account: TRADER, market: None });
     }
 }
 
@@ -193,8 +174,7 @@ fn add(c: &mut Criterion) {
                 &mut f,
                 iters,
                 |f, n| {
-                    f.cmds
-                        .extend((0..n).map(|i| limit(TRADER, Side::Buy, existing_bid(i), QTY)))
+                    f.cmds.extend((0..n).map(|i| limit(TRADER, Side::Buy, existing_bid(i), QTY)))
                 },
                 |_| {},
             )
@@ -205,10 +185,7 @@ fn add(c: &mut Criterion) {
             chunked(
                 &mut f,
                 iters,
-                |f, n| {
-                    f.cmds
-                        .extend((0..n).map(|i| limit(TRADER, Side::Buy, new_bid(i), QTY)))
-                },
+                |f, n| f.cmds.extend((0..n).map(|i| limit(TRADER, Side::Buy, new_bid(i), QTY))),
                 |_| {},
             )
         })
@@ -220,18 +197,16 @@ fn cancel(c: &mut Criterion) {
     let mut g = c.benchmark_group("cancel");
     g.throughput(Throughput::Elements(1));
     let mut f = Fixture::new(LEVELS, ORDERS_PER_LEVEL, 0);
-    for (name, price) in [
-        ("level_stays", existing_bid as fn(u64) -> u64),
-        ("level_empties", new_bid),
-    ] {
+    for (name, price) in
+        [("level_stays", existing_bid as fn(u64) -> u64), ("level_empties", new_bid)]
+    {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 chunked(
                     &mut f,
                     iters,
                     |f, n| {
-                        f.cmds
-                            .extend((0..n).map(|i| limit(TRADER, Side::Buy, price(i), QTY)));
+                        f.cmds.extend((0..n).map(|i| limit(TRADER, Side::Buy, price(i), QTY)));
                         f.place_untimed();
                     },
                     |f| {
@@ -260,8 +235,7 @@ fn amend(c: &mut Criterion) {
                 &mut f,
                 iters,
                 |f, n| {
-                    f.cmds
-                        .extend((0..n).map(|i| limit(TRADER, Side::Buy, existing_bid(i), QTY)));
+                    f.cmds.extend((0..n).map(|i| limit(TRADER, Side::Buy, existing_bid(i), QTY)));
                     f.place_untimed();
                 },
                 |f| {
@@ -284,20 +258,18 @@ fn amend(c: &mut Criterion) {
                 &mut f,
                 iters,
                 |f, n| {
-                    f.cmds
-                        .extend((0..n).map(|i| limit(TRADER, Side::Buy, existing_bid(i), QTY)));
+                    f.cmds.extend((0..n).map(|i| limit(TRADER, Side::Buy, existing_bid(i), QTY)));
                     f.place_untimed();
                 },
                 |f| {
                     f.cmds.clear();
                     let ids = &f.ids;
-                    f.cmds
-                        .extend(ids.iter().enumerate().map(|(i, &id)| Command::AmendOrder {
-                            account: TRADER,
-                            order: OrderRef::Id(id),
-                            new_price: existing_bid(i as u64 + 50),
-                            new_quantity: 0,
-                        }));
+                    f.cmds.extend(ids.iter().enumerate().map(|(i, &id)| Command::AmendOrder {
+                        account: TRADER,
+                        order: OrderRef::Id(id),
+                        new_price: existing_bid(i as u64 + 50),
+                        new_quantity: 0,
+                    }));
                 },
             )
         })
@@ -314,9 +286,8 @@ fn sweep(c: &mut Criterion) {
         // ask levels of one order each (MID+1, MID+2, ...), rebuilt before every sweep. The
         // sweep is an IOC buy for exactly their quantity, limited at the last of them.
         let mut f = Fixture::new(LEVELS, ORDERS_PER_LEVEL, 1_000);
-        let rebuild: Vec<Command> = (1..=levels)
-            .map(|k| limit(AccountId(2), Side::Sell, MID + k, QTY))
-            .collect();
+        let rebuild: Vec<Command> =
+            (1..=levels).map(|k| limit(AccountId(2), Side::Sell, MID + k, QTY)).collect();
         let Command::PlaceOrder(mut order) = limit(TRADER, Side::Buy, MID + levels, QTY * levels)
         else {
             unreachable!()
@@ -328,16 +299,9 @@ fn sweep(c: &mut Criterion) {
             f.run(*cmd);
         }
         f.run(taker);
-        let trades = f
-            .out
-            .iter()
-            .filter(|e| matches!(e, Event::Trade { .. }))
-            .count() as u64;
+        let trades = f.out.iter().filter(|e| matches!(e, Event::Trade { .. })).count() as u64;
         assert_eq!(trades, levels);
-        assert_eq!(
-            f.engine.best_level(MARKET, Side::Sell).unwrap().price,
-            MID + 1_002
-        );
+        assert_eq!(f.engine.best_level(MARKET, Side::Sell).unwrap().price, MID + 1_002);
 
         g.bench_with_input(BenchmarkId::from_parameter(levels), &levels, |b, _| {
             b.iter_custom(|iters| {

@@ -120,17 +120,9 @@ impl OrderPool {
         let capacity = capacity.min(NIL as usize);
         let mut slots = vec![OrderSlot::EMPTY; capacity];
         for (i, slot) in slots.iter_mut().enumerate() {
-            slot.next = if i + 1 < capacity {
-                (i + 1) as Slot
-            } else {
-                NIL
-            };
+            slot.next = if i + 1 < capacity { (i + 1) as Slot } else { NIL };
         }
-        OrderPool {
-            slots,
-            free_head: if capacity > 0 { 0 } else { NIL },
-            live: 0,
-        }
+        OrderPool { slots, free_head: if capacity > 0 { 0 } else { NIL }, live: 0 }
     }
 
     /// Store an order and return its slot.
@@ -204,20 +196,11 @@ pub struct LevelPool {
 impl LevelPool {
     /// A pool with room for `capacity` levels before it grows.
     pub fn with_capacity(capacity: usize) -> Self {
-        LevelPool {
-            levels: Vec::with_capacity(capacity),
-            free_head: NIL,
-        }
+        LevelPool { levels: Vec::with_capacity(capacity), free_head: NIL }
     }
 
     fn alloc(&mut self, price: u64) -> Slot {
-        let level = Level {
-            price,
-            total: 0,
-            count: 0,
-            head: NIL,
-            tail: NIL,
-        };
+        let level = Level { price, total: 0, count: 0, head: NIL, tail: NIL };
         if self.free_head != NIL {
             let slot = self.free_head;
             self.free_head = self.levels[slot as usize].tail;
@@ -346,10 +329,7 @@ impl Ladder {
     pub fn check(&self, pool: &LevelPool) -> Result<(), String> {
         for w in self.keys.windows(2) {
             if w[0] >= w[1] {
-                return Err(format!(
-                    "{:?} ladder keys not increasing: {:?}",
-                    self.side, w
-                ));
+                return Err(format!("{:?} ladder keys not increasing: {:?}", self.side, w));
             }
         }
         let sum: u64 = self.levels.iter().map(|l| pool[*l].total).sum();
@@ -361,10 +341,7 @@ impl Ladder {
         }
         for (k, l) in self.keys.iter().zip(&self.levels) {
             if *k != self.key(pool[*l].price) {
-                return Err(format!(
-                    "{:?} ladder key {} does not match level price",
-                    self.side, k
-                ));
+                return Err(format!("{:?} ladder key {} does not match level price", self.side, k));
             }
         }
         Ok(())
@@ -474,9 +451,7 @@ impl Book {
         let ladder = self.side_mut(side);
         ladder.total_lots -= leaves;
         if lv.count == 0 {
-            let i = ladder
-                .search(price)
-                .expect("a resting order's level is in its ladder");
+            let i = ladder.search(price).expect("a resting order's level is in its ladder");
             ladder.keys.remove(i);
             ladder.levels.remove(i);
             levels.free(level);

@@ -312,11 +312,7 @@ impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let available = self.bytes.len() - self.pos;
         if available < n {
-            return Err(DecodeError::Truncated {
-                offset: self.pos,
-                needed: n,
-                available,
-            });
+            return Err(DecodeError::Truncated { offset: self.pos, needed: n, available });
         }
         let s = &self.bytes[self.pos..self.pos + n];
         self.pos += n;
@@ -342,11 +338,7 @@ impl<'a> Reader<'a> {
     ) -> Result<T, DecodeError> {
         let offset = self.pos;
         let value = self.u8()?;
-        map(value).ok_or(DecodeError::InvalidEnum {
-            field,
-            value,
-            offset,
-        })
+        map(value).ok_or(DecodeError::InvalidEnum { field, value, offset })
     }
     fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
         self.enum_byte(field, |b| match b {
@@ -358,11 +350,7 @@ impl<'a> Reader<'a> {
     fn order_ref(&mut self) -> Result<OrderRef, DecodeError> {
         let is_client = self.bool("order_ref")?;
         let id = self.u64()?;
-        Ok(if is_client {
-            OrderRef::Client(id)
-        } else {
-            OrderRef::Id(id)
-        })
+        Ok(if is_client { OrderRef::Client(id) } else { OrderRef::Id(id) })
     }
 }
 
@@ -370,14 +358,10 @@ fn side_from(b: u8) -> Option<Side> {
     [Side::Buy, Side::Sell].get(b as usize).copied()
 }
 fn order_type_from(b: u8) -> Option<OrderType> {
-    [OrderType::Limit, OrderType::Market]
-        .get(b as usize)
-        .copied()
+    [OrderType::Limit, OrderType::Market].get(b as usize).copied()
 }
 fn tif_from(b: u8) -> Option<TimeInForce> {
-    [TimeInForce::Gtc, TimeInForce::Ioc, TimeInForce::Fok]
-        .get(b as usize)
-        .copied()
+    [TimeInForce::Gtc, TimeInForce::Ioc, TimeInForce::Fok].get(b as usize).copied()
 }
 fn stp_from(b: u8) -> Option<StpMode> {
     [
@@ -391,18 +375,10 @@ fn stp_from(b: u8) -> Option<StpMode> {
     .copied()
 }
 fn market_status_from(b: u8) -> Option<MarketStatus> {
-    [
-        MarketStatus::Trading,
-        MarketStatus::Halted,
-        MarketStatus::Delisted,
-    ]
-    .get(b as usize)
-    .copied()
+    [MarketStatus::Trading, MarketStatus::Halted, MarketStatus::Delisted].get(b as usize).copied()
 }
 fn account_status_from(b: u8) -> Option<AccountStatus> {
-    [AccountStatus::Active, AccountStatus::Frozen]
-        .get(b as usize)
-        .copied()
+    [AccountStatus::Active, AccountStatus::Frozen].get(b as usize).copied()
 }
 
 impl Command {
@@ -438,11 +414,7 @@ impl Command {
                 w.u32(market.0);
                 w.u8(status as u8);
             }
-            Command::SetFeeTier {
-                tier,
-                maker_bps,
-                taker_bps,
-            } => {
+            Command::SetFeeTier { tier, maker_bps, taker_bps } => {
                 w.u8(tag::SET_FEE_TIER);
                 w.u8(tier);
                 w.u32(maker_bps);
@@ -463,21 +435,13 @@ impl Command {
                 w.u64(account.0);
                 w.u8(status as u8);
             }
-            Command::Deposit {
-                account,
-                asset,
-                amount,
-            } => {
+            Command::Deposit { account, asset, amount } => {
                 w.u8(tag::DEPOSIT);
                 w.u64(account.0);
                 w.u32(asset.0);
                 w.u64(amount);
             }
-            Command::Withdraw {
-                account,
-                asset,
-                amount,
-            } => {
+            Command::Withdraw { account, asset, amount } => {
                 w.u8(tag::WITHDRAW);
                 w.u64(account.0);
                 w.u32(asset.0);
@@ -514,12 +478,7 @@ impl Command {
                     }
                 }
             }
-            Command::AmendOrder {
-                account,
-                order,
-                new_price,
-                new_quantity,
-            } => {
+            Command::AmendOrder { account, order, new_price, new_quantity } => {
                 w.u8(tag::AMEND_ORDER);
                 w.u64(account.0);
                 w.order_ref(order);
@@ -540,10 +499,7 @@ impl Command {
     pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
         let mut r = Reader { bytes, pos: 0 };
         let cmd = match r.u8()? {
-            tag::LIST_ASSET => Command::ListAsset {
-                asset: AssetId(r.u32()?),
-                decimals: r.u8()?,
-            },
+            tag::LIST_ASSET => Command::ListAsset { asset: AssetId(r.u32()?), decimals: r.u8()? },
             tag::LIST_MARKET => Command::ListMarket {
                 market: MarketId(r.u32()?),
                 base: AssetId(r.u32()?),
@@ -557,19 +513,15 @@ impl Command {
                 market: MarketId(r.u32()?),
                 status: r.enum_byte("status", market_status_from)?,
             },
-            tag::SET_FEE_TIER => Command::SetFeeTier {
-                tier: r.u8()?,
-                maker_bps: r.u32()?,
-                taker_bps: r.u32()?,
-            },
-            tag::CREATE_ACCOUNT => Command::CreateAccount {
-                account: AccountId(r.u64()?),
-                fee_tier: r.u8()?,
-            },
-            tag::SET_ACCOUNT_FEE_TIER => Command::SetAccountFeeTier {
-                account: AccountId(r.u64()?),
-                fee_tier: r.u8()?,
-            },
+            tag::SET_FEE_TIER => {
+                Command::SetFeeTier { tier: r.u8()?, maker_bps: r.u32()?, taker_bps: r.u32()? }
+            }
+            tag::CREATE_ACCOUNT => {
+                Command::CreateAccount { account: AccountId(r.u64()?), fee_tier: r.u8()? }
+            }
+            tag::SET_ACCOUNT_FEE_TIER => {
+                Command::SetAccountFeeTier { account: AccountId(r.u64()?), fee_tier: r.u8()? }
+            }
             tag::SET_ACCOUNT_STATUS => Command::SetAccountStatus {
                 account: AccountId(r.u64()?),
                 status: r.enum_byte("status", account_status_from)?,
@@ -598,17 +550,12 @@ impl Command {
                 quote_quantity: r.u64()?,
                 reserve_price: r.u64()?,
             }),
-            tag::CANCEL_ORDER => Command::CancelOrder {
-                account: AccountId(r.u64()?),
-                order: r.order_ref()?,
-            },
+            tag::CANCEL_ORDER => {
+                Command::CancelOrder { account: AccountId(r.u64()?), order: r.order_ref()? }
+            }
             tag::CANCEL_ALL => {
                 let account = AccountId(r.u64()?);
-                let market = if r.bool("has_market")? {
-                    Some(MarketId(r.u32()?))
-                } else {
-                    None
-                };
+                let market = if r.bool("has_market")? { Some(MarketId(r.u32()?)) } else { None };
                 Command::CancelAll { account, market }
             }
             tag::AMEND_ORDER => Command::AmendOrder {

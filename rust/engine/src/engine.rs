@@ -40,10 +40,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig {
-            order_capacity: 1 << 16,
-            levels_per_side: 1024,
-        }
+        EngineConfig { order_capacity: 1 << 16, levels_per_side: 1024 }
     }
 }
 
@@ -168,10 +165,7 @@ struct Reject {
 
 impl From<RejectReason> for Reject {
     fn from(reason: RejectReason) -> Self {
-        Reject {
-            reason,
-            order_id: 0,
-        }
+        Reject { reason, order_id: 0 }
     }
 }
 
@@ -186,10 +180,7 @@ enum Funding {
     Tracked,
     /// A market buy spends from a held budget; `notional_cap` limits quote value
     /// (a buy by quote amount).
-    Budget {
-        remaining: u64,
-        notional_cap: Option<u64>,
-    },
+    Budget { remaining: u64, notional_cap: Option<u64> },
 }
 
 /// Why the matching loop stopped before the incoming order was complete.
@@ -258,10 +249,7 @@ impl Engine {
     /// An engine with no assets or markets, the fee account, and fee tier 0 (no fees).
     pub fn new(config: EngineConfig) -> Self {
         let mut fee_tiers = vec![None; 256];
-        fee_tiers[0] = Some(FeeTier {
-            maker_bps: 0,
-            taker_bps: 0,
-        });
+        fee_tiers[0] = Some(FeeTier { maker_bps: 0, taker_bps: 0 });
         let mut account_index = FxHashMap::default();
         account_index.insert(FEE_ACCOUNT.0, FEE_ACCOUNT_INDEX);
         let order_index = OrderIdIndex::with_capacity(config.order_capacity);
@@ -318,11 +306,9 @@ impl Engine {
             Command::SetMarketStatus { market, status } => {
                 self.set_market_status(market, status, out)
             }
-            Command::SetFeeTier {
-                tier,
-                maker_bps,
-                taker_bps,
-            } => self.set_fee_tier(tier, maker_bps, taker_bps, out),
+            Command::SetFeeTier { tier, maker_bps, taker_bps } => {
+                self.set_fee_tier(tier, maker_bps, taker_bps, out)
+            }
             Command::CreateAccount { account, fee_tier } => {
                 self.create_account(account, fee_tier, out)
             }
@@ -332,44 +318,29 @@ impl Engine {
             Command::SetAccountStatus { account, status } => {
                 self.set_account_status(account, status, out)
             }
-            Command::Deposit {
-                account,
-                asset,
-                amount,
-            } => self.deposit(account, asset, amount, out),
-            Command::Withdraw {
-                account,
-                asset,
-                amount,
-            } => self.withdraw(account, asset, amount, out),
+            Command::Deposit { account, asset, amount } => {
+                self.deposit(account, asset, amount, out)
+            }
+            Command::Withdraw { account, asset, amount } => {
+                self.withdraw(account, asset, amount, out)
+            }
             Command::PlaceOrder(ref order) => self.place(order, out),
             Command::CancelOrder { account, order } => self.cancel(account, order, out),
             Command::CancelAll { account, market } => self.cancel_all(account, market, out),
-            Command::AmendOrder {
-                account,
-                order,
-                new_price,
-                new_quantity,
-            } => self.amend(account, order, new_price, new_quantity, out),
+            Command::AmendOrder { account, order, new_price, new_quantity } => {
+                self.amend(account, order, new_price, new_quantity, out)
+            }
         };
         match result {
             Ok(()) => self.flush_balances(out),
             Err(reject) => {
-                debug_assert!(
-                    self.touched.is_empty(),
-                    "a rejected command changed balances"
-                );
+                debug_assert!(self.touched.is_empty(), "a rejected command changed balances");
                 let (account, client_order_id) = match *cmd {
                     Command::PlaceOrder(ref o) => (o.account, o.client_order_id),
-                    Command::CancelOrder {
-                        account,
-                        order: OrderRef::Client(c),
+                    Command::CancelOrder { account, order: OrderRef::Client(c) }
+                    | Command::AmendOrder { account, order: OrderRef::Client(c), .. } => {
+                        (account, c)
                     }
-                    | Command::AmendOrder {
-                        account,
-                        order: OrderRef::Client(c),
-                        ..
-                    } => (account, c),
                     Command::CreateAccount { account, .. }
                     | Command::SetAccountFeeTier { account, .. }
                     | Command::SetAccountStatus { account, .. }
@@ -381,14 +352,8 @@ impl Engine {
                     _ => (AccountId(0), 0),
                 };
                 let order_id = match *cmd {
-                    Command::CancelOrder {
-                        order: OrderRef::Id(id),
-                        ..
-                    }
-                    | Command::AmendOrder {
-                        order: OrderRef::Id(id),
-                        ..
-                    } => id,
+                    Command::CancelOrder { order: OrderRef::Id(id), .. }
+                    | Command::AmendOrder { order: OrderRef::Id(id), .. } => id,
                     _ => reject.order_id,
                 };
                 out.push(Event::Rejected {
@@ -405,24 +370,15 @@ impl Engine {
     // ----- lookups -------------------------------------------------------------------
 
     fn asset_idx(&self, asset: AssetId) -> Result<u32, Reject> {
-        self.asset_index
-            .get(&asset.0)
-            .copied()
-            .ok_or(RejectReason::UnknownAsset.into())
+        self.asset_index.get(&asset.0).copied().ok_or(RejectReason::UnknownAsset.into())
     }
 
     fn market_idx(&self, market: MarketId) -> Result<u32, Reject> {
-        self.market_index
-            .get(&market.0)
-            .copied()
-            .ok_or(RejectReason::UnknownMarket.into())
+        self.market_index.get(&market.0).copied().ok_or(RejectReason::UnknownMarket.into())
     }
 
     fn account_idx(&self, account: AccountId) -> Result<u32, Reject> {
-        self.account_index
-            .get(&account.0)
-            .copied()
-            .ok_or(RejectReason::UnknownAccount.into())
+        self.account_index.get(&account.0).copied().ok_or(RejectReason::UnknownAccount.into())
     }
 
     /// A trading account: known, not the fee account.
@@ -502,12 +458,7 @@ impl Engine {
             return Err(RejectReason::InvalidDecimals.into());
         }
         let idx = self.assets.len() as u32;
-        self.assets.push(Asset {
-            id: asset,
-            decimals,
-            deposited: 0,
-            withdrawn: 0,
-        });
+        self.assets.push(Asset { id: asset, decimals, deposited: 0, withdrawn: 0 });
         self.asset_index.insert(asset.0, idx);
         for a in &mut self.accounts {
             a.balances.push(Balance::default());
@@ -559,12 +510,7 @@ impl Engine {
             book: Book::new(self.levels_per_side),
         });
         self.market_index.insert(market.0, idx);
-        out.push(Event::MarketListed {
-            market,
-            base,
-            quote,
-            tick_value,
-        });
+        out.push(Event::MarketListed { market, base, quote, tick_value });
         Ok(())
     }
 
@@ -589,11 +535,7 @@ impl Engine {
         }
         let m = &mut self.markets[mi as usize];
         m.status = status;
-        out.push(Event::MarketStatusChanged {
-            market,
-            status,
-            book_seq: m.book_seq,
-        });
+        out.push(Event::MarketStatusChanged { market, status, book_seq: m.book_seq });
         Ok(())
     }
 
@@ -607,15 +549,8 @@ impl Engine {
         if u64::from(maker_bps) > BPS_DENOMINATOR || u64::from(taker_bps) > BPS_DENOMINATOR {
             return Err(RejectReason::InvalidFee.into());
         }
-        self.fee_tiers[tier as usize] = Some(FeeTier {
-            maker_bps,
-            taker_bps,
-        });
-        out.push(Event::FeeTierSet {
-            tier,
-            maker_bps,
-            taker_bps,
-        });
+        self.fee_tiers[tier as usize] = Some(FeeTier { maker_bps, taker_bps });
+        out.push(Event::FeeTierSet { tier, maker_bps, taker_bps });
         Ok(())
     }
 
@@ -677,6 +612,21 @@ impl Engine {
 
     // ----- funding -------------------------------------------------------------------
 
+    /// The account and asset a deposit or withdrawal of `amount` names, checked.
+    fn funding_target(
+        &self,
+        account: AccountId,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<(u32, u32), Reject> {
+        let ai = self.account_idx(account)?;
+        let si = self.asset_idx(asset)?;
+        if amount == 0 {
+            return Err(RejectReason::ZeroQuantity.into());
+        }
+        Ok((ai, si))
+    }
+
     fn deposit(
         &mut self,
         account: AccountId,
@@ -684,11 +634,7 @@ impl Engine {
         amount: u64,
         out: &mut Vec<Event>,
     ) -> Outcome {
-        let ai = self.account_idx(account)?;
-        let si = self.asset_idx(asset)?;
-        if amount == 0 {
-            return Err(RejectReason::ZeroQuantity.into());
-        }
+        let (ai, si) = self.funding_target(account, asset, amount)?;
         let a = &self.assets[si as usize];
         let outstanding = a.deposited - a.withdrawn;
         if outstanding + u128::from(amount) > u128::from(u64::MAX) {
@@ -696,11 +642,7 @@ impl Engine {
         }
         self.assets[si as usize].deposited += u128::from(amount);
         self.bal(ai, si).free += amount;
-        out.push(Event::Deposited {
-            account,
-            asset,
-            amount,
-        });
+        out.push(Event::Deposited { account, asset, amount });
         Ok(())
     }
 
@@ -711,11 +653,7 @@ impl Engine {
         amount: u64,
         out: &mut Vec<Event>,
     ) -> Outcome {
-        let ai = self.account_idx(account)?;
-        let si = self.asset_idx(asset)?;
-        if amount == 0 {
-            return Err(RejectReason::ZeroQuantity.into());
-        }
+        let (ai, si) = self.funding_target(account, asset, amount)?;
         if self.accounts[ai as usize].status == AccountStatus::Frozen {
             return Err(RejectReason::AccountFrozen.into());
         }
@@ -724,11 +662,7 @@ impl Engine {
         }
         self.assets[si as usize].withdrawn += u128::from(amount);
         self.bal(ai, si).free -= amount;
-        out.push(Event::Withdrawn {
-            account,
-            asset,
-            amount,
-        });
+        out.push(Event::Withdrawn { account, asset, amount });
         Ok(())
     }
 
@@ -748,9 +682,7 @@ impl Engine {
     /// Whether an order at `price` ticks on `side` would trade against the opposite best.
     fn would_cross(&self, mi: u32, side: Side, price: u64) -> bool {
         let opposite = self.markets[mi as usize].book.side(side.opposite());
-        opposite
-            .best()
-            .is_some_and(|l| Ladder::crosses(side, price, self.levels[l].price))
+        opposite.best().is_some_and(|l| Ladder::crosses(side, price, self.levels[l].price))
     }
 
     fn place(&mut self, o: &NewOrder, out: &mut Vec<Event>) -> Outcome {
@@ -797,11 +729,7 @@ impl Engine {
         }
         let ticks = o.price / tick_size;
         let lots = o.quantity / lot_size;
-        let hold_ticks = if o.reserve_price != 0 {
-            o.reserve_price / tick_size
-        } else {
-            ticks
-        };
+        let hold_ticks = if o.reserve_price != 0 { o.reserve_price / tick_size } else { ticks };
         let tier = self.fee_tiers[self.accounts[ai as usize].fee_tier as usize]
             .expect("an account's fee tier is always defined");
         let hold_bps = tier.maker_bps.max(tier.taker_bps);
@@ -848,10 +776,7 @@ impl Engine {
                 (
                     quote,
                     budget,
-                    Funding::Budget {
-                        remaining: budget,
-                        notional_cap: Some(o.quote_quantity),
-                    },
+                    Funding::Budget { remaining: budget, notional_cap: Some(o.quote_quantity) },
                 )
             }
             (Side::Buy, true) if ticks != 0 => (
@@ -861,14 +786,7 @@ impl Engine {
             ),
             (Side::Buy, true) => {
                 let all = self.free_of(ai, quote);
-                (
-                    quote,
-                    all,
-                    Funding::Budget {
-                        remaining: all,
-                        notional_cap: None,
-                    },
-                )
+                (quote, all, Funding::Budget { remaining: all, notional_cap: None })
             }
         };
         if hold_amount == 0 || self.free_of(ai, hold_asset) < hold_amount {
@@ -887,11 +805,7 @@ impl Engine {
             client_order_id: o.client_order_id,
             side: o.side,
             order_type: o.order_type,
-            time_in_force: if is_market {
-                TimeInForce::Ioc
-            } else {
-                o.time_in_force
-            },
+            time_in_force: if is_market { TimeInForce::Ioc } else { o.time_in_force },
             price: o.price,
             quantity: o.quantity,
             quote_quantity: o.quote_quantity,
@@ -918,11 +832,7 @@ impl Engine {
             post_only: o.post_only,
             stp: o.stp,
             price: ticks,
-            leaves: if o.quote_quantity != 0 {
-                UNBOUNDED
-            } else {
-                lots
-            },
+            leaves: if o.quote_quantity != 0 { UNBOUNDED } else { lots },
             filled: 0,
             decremented: 0,
             hold_price: if is_market { ticks } else { hold_ticks },
@@ -1004,11 +914,7 @@ impl Engine {
             if leaves == 0 {
                 return Stop::Complete;
             }
-            if let Funding::Budget {
-                notional_cap: Some(0),
-                ..
-            } = funding
-            {
+            if let Funding::Budget { notional_cap: Some(0), .. } = funding {
                 return Stop::BudgetExhausted;
             }
             let Some(level) = self.markets[mi as usize].book.side(side.opposite()).best() else {
@@ -1058,11 +964,7 @@ impl Engine {
                 continue;
             }
             let mut qty = leaves.min(maker_leaves);
-            if let Funding::Budget {
-                remaining,
-                notional_cap,
-            } = *funding
-            {
+            if let Funding::Budget { remaining, notional_cap } = *funding {
                 let taker_bps = self.orders[slot].taker_bps;
                 let lot_cost = price * tv;
                 let mut afford = risk::affordable_lots(remaining, lot_cost, taker_bps);
@@ -1107,13 +1009,7 @@ impl Engine {
         // Buyer pays quote value + fee, from its hold.
         let cost = notional + buyer_fee;
         let budget = match (t.side, funding) {
-            (
-                Side::Buy,
-                Funding::Budget {
-                    remaining,
-                    notional_cap,
-                },
-            ) => {
+            (Side::Buy, Funding::Budget { remaining, notional_cap }) => {
                 *remaining -= cost;
                 if let Some(cap) = notional_cap {
                     *cap -= notional;
@@ -1316,11 +1212,7 @@ impl Engine {
     fn done(&mut self, slot: Slot, reason: DoneReason, out: &mut Vec<Event>) {
         let o = self.orders[slot];
         let m = &self.markets[o.market as usize];
-        let open = if reason == DoneReason::Filled || o.leaves == UNBOUNDED {
-            0
-        } else {
-            o.leaves
-        };
+        let open = if reason == DoneReason::Filled || o.leaves == UNBOUNDED { 0 } else { o.leaves };
         let cancelled = (open + o.decremented) * m.lot_size;
         out.push(Event::OrderDone {
             order_id: o.id,
@@ -1396,11 +1288,7 @@ impl Engine {
             }
             s = next;
         }
-        out.push(Event::MassCancelled {
-            account,
-            market,
-            count,
-        });
+        out.push(Event::MassCancelled { account, market, count });
         Ok(())
     }
 
@@ -1415,12 +1303,7 @@ impl Engine {
         let ai = self.trader_idx(account)?;
         let slot = self.find_order(ai, order)?;
         let o = self.orders[slot];
-        let reject = |reason: RejectReason| {
-            Err(Reject {
-                reason,
-                order_id: o.id,
-            })
-        };
+        let reject = |reason: RejectReason| Err(Reject { reason, order_id: o.id });
         if let Err(r) = self.check_tradable(ai, o.market) {
             return reject(r.reason);
         }
@@ -1434,16 +1317,8 @@ impl Engine {
         if new_quantity % m.lot_size != 0 {
             return reject(RejectReason::QuantityOffLot);
         }
-        let ticks = if new_price != 0 {
-            new_price / m.tick_size
-        } else {
-            o.price
-        };
-        let lots = if new_quantity != 0 {
-            new_quantity / m.lot_size
-        } else {
-            o.leaves
-        };
+        let ticks = if new_price != 0 { new_price / m.tick_size } else { o.price };
+        let lots = if new_quantity != 0 { new_quantity / m.lot_size } else { o.leaves };
         if ticks == o.price && lots == o.leaves {
             return reject(RejectReason::AmendNoChange);
         }
@@ -1527,12 +1402,7 @@ impl Engine {
         } else {
             Stop::LimitReached
         };
-        let finish = Finish {
-            rests: true,
-            is_market: false,
-            by_quote: false,
-            registered: true,
-        };
+        let finish = Finish { rests: true, is_market: false, by_quote: false, registered: true };
         self.finish_incoming(slot, stop, funding, finish, out);
         Ok(())
     }
@@ -1559,11 +1429,7 @@ impl Engine {
             quantity: (o.leaves + o.filled + o.decremented) * m.lot_size,
             leaves_quantity: o.leaves * m.lot_size,
             filled_quantity: o.filled * m.lot_size,
-            reserve_price: if o.explicit_reserve {
-                o.hold_price * m.tick_size
-            } else {
-                0
-            },
+            reserve_price: if o.explicit_reserve { o.hold_price * m.tick_size } else { 0 },
             post_only: o.post_only,
             stp: o.stp,
         }
@@ -1581,9 +1447,7 @@ impl Engine {
         client_order_id: ClientOrderId,
     ) -> Option<OrderView> {
         let ai = *self.account_index.get(&account.0)?;
-        self.client_index
-            .get(&(ai, client_order_id))
-            .map(|&s| self.view(s))
+        self.client_index.get(&(ai, client_order_id)).map(|&s| self.view(s))
     }
 
     /// An account's open orders, oldest first.
@@ -1781,11 +1645,8 @@ impl Engine {
 
     /// Check every structural and money invariant. O(state). For tests and tools.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let mut expected_held: Vec<Vec<u64>> = self
-            .accounts
-            .iter()
-            .map(|a| vec![0u64; a.balances.len()])
-            .collect();
+        let mut expected_held: Vec<Vec<u64>> =
+            self.accounts.iter().map(|a| vec![0u64; a.balances.len()]).collect();
         let mut resting = 0usize;
         for m in &self.markets {
             for side in [Side::Buy, Side::Sell] {
@@ -1863,9 +1724,7 @@ impl Engine {
             }
         }
         if listed != resting {
-            return Err(format!(
-                "{listed} orders in account lists, {resting} resting"
-            ));
+            return Err(format!("{listed} orders in account lists, {resting} resting"));
         }
         for (si, asset) in self.assets.iter().enumerate() {
             let sum: u128 = self

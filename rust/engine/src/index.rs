@@ -173,10 +173,7 @@ mod tests {
             index.insert(id, 1);
         }
         assert_eq!(index.store.len(), stores);
-        assert_eq!(
-            index.get(2 * PAGE as u64 + 5),
-            Some((2 * PAGE as u64 + 5) as Slot * 2)
-        );
+        assert_eq!(index.get(2 * PAGE as u64 + 5), Some((2 * PAGE as u64 + 5) as Slot * 2));
         assert_eq!(index.len(), ids.len() - 2 * PAGE + 2 * PAGE);
     }
 }

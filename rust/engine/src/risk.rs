@@ -84,11 +84,7 @@ pub fn affordable_lots(budget: u64, lot_cost: u64, bps: u32) -> u64 {
     // Rounding the fee down can leave room for exactly one more lot.
     let cost = |q: u64| notional(q, lot_cost, 1).and_then(|v| with_fee(v, bps));
     // (`lots` can already be `u64::MAX`: a budget of `u64::MAX` at one atom per lot, no fee.)
-    if lots
-        .checked_add(1)
-        .and_then(cost)
-        .is_some_and(|c| c <= budget)
-    {
+    if lots.checked_add(1).and_then(cost).is_some_and(|c| c <= budget) {
         lots += 1;
     }
     lots

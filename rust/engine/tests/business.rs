@@ -96,12 +96,7 @@ impl Reply {
 
     #[track_caller]
     fn ok(&self) -> &Self {
-        assert_eq!(
-            self.reject_reason(),
-            None,
-            "unexpected reject: {:#?}",
-            self.0
-        );
+        assert_eq!(self.reject_reason(), None, "unexpected reject: {:#?}", self.0);
         self
     }
 
@@ -118,26 +113,15 @@ impl Reply {
     }
 
     fn fills(&self) -> Vec<Fill> {
-        self.trades()
-            .map(|t| Fill {
-                maker: t.0,
-                price: t.1,
-                qty: t.2,
-            })
-            .collect()
+        self.trades().map(|t| Fill { maker: t.0, price: t.1, qty: t.2 }).collect()
     }
 
     /// (maker order, price, quantity, maker fee, taker fee) of every trade.
     fn trades(&self) -> impl Iterator<Item = (OrderId, u64, u64, u64, u64)> + '_ {
         self.0.iter().filter_map(|e| match *e {
-            Event::Trade {
-                maker_order_id,
-                price,
-                quantity,
-                maker_fee,
-                taker_fee,
-                ..
-            } => Some((maker_order_id, price, quantity, maker_fee, taker_fee)),
+            Event::Trade { maker_order_id, price, quantity, maker_fee, taker_fee, .. } => {
+                Some((maker_order_id, price, quantity, maker_fee, taker_fee))
+            }
             _ => None,
         })
     }
@@ -145,13 +129,11 @@ impl Reply {
     /// (reason, filled, cancelled) of the order's `OrderDone`, if this command finished it.
     fn done_of(&self, id: OrderId) -> Option<(DoneReason, u64, u64)> {
         self.0.iter().find_map(|e| match *e {
-            Event::OrderDone {
-                order_id,
-                reason,
-                filled_quantity,
-                cancelled_quantity,
-                ..
-            } if order_id == id => Some((reason, filled_quantity, cancelled_quantity)),
+            Event::OrderDone { order_id, reason, filled_quantity, cancelled_quantity, .. }
+                if order_id == id =>
+            {
+                Some((reason, filled_quantity, cancelled_quantity))
+            }
             _ => None,
         })
     }
@@ -160,8 +142,7 @@ impl Reply {
     #[track_caller]
     fn done(&self) -> (DoneReason, u64, u64) {
         let id = self.id();
-        self.done_of(id)
-            .unwrap_or_else(|| panic!("order {id} not done: {:#?}", self.0))
+        self.done_of(id).unwrap_or_else(|| panic!("order {id} not done: {:#?}", self.0))
     }
 
     /// Whether the order this command placed ended up resting.
@@ -178,12 +159,9 @@ impl Reply {
         self.0
             .iter()
             .find_map(|e| match *e {
-                Event::Amended {
-                    price,
-                    leaves_quantity,
-                    kept_priority,
-                    ..
-                } => Some((price, leaves_quantity, kept_priority)),
+                Event::Amended { price, leaves_quantity, kept_priority, .. } => {
+                    Some((price, leaves_quantity, kept_priority))
+                }
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no amend: {:#?}", self.0))
@@ -205,13 +183,9 @@ impl Reply {
         self.0
             .iter()
             .filter_map(|e| match *e {
-                Event::Book {
-                    action,
-                    order_id,
-                    order_quantity,
-                    delta,
-                    ..
-                } => Some((action, order_id, order_quantity, delta)),
+                Event::Book { action, order_id, order_quantity, delta, .. } => {
+                    Some((action, order_id, order_quantity, delta))
+                }
                 _ => None,
             })
             .collect()
@@ -235,10 +209,7 @@ impl Exchange {
     /// An engine with nothing listed.
     fn empty() -> Self {
         Exchange {
-            engine: Engine::new(EngineConfig {
-                order_capacity: 1024,
-                levels_per_side: 64,
-            }),
+            engine: Engine::new(EngineConfig { order_capacity: 1024, levels_per_side: 64 }),
             book_seq: HashMap::new(),
             levels: HashMap::new(),
             balances: HashMap::new(),
@@ -250,21 +221,9 @@ impl Exchange {
     /// Bob, Carol and Dave signed up on the free tier 0 with no money.
     fn btc_usdt() -> Self {
         let mut x = Exchange::empty();
-        x.apply(Command::ListAsset {
-            asset: BTC,
-            decimals: 8,
-        })
-        .ok();
-        x.apply(Command::ListAsset {
-            asset: USDT,
-            decimals: 6,
-        })
-        .ok();
-        x.apply(Command::ListAsset {
-            asset: ETH,
-            decimals: 18,
-        })
-        .ok();
+        x.apply(Command::ListAsset { asset: BTC, decimals: 8 }).ok();
+        x.apply(Command::ListAsset { asset: USDT, decimals: 6 }).ok();
+        x.apply(Command::ListAsset { asset: ETH, decimals: 18 }).ok();
         x.apply(Command::ListMarket {
             market: BTC_USDT,
             base: BTC,
@@ -285,24 +244,10 @@ impl Exchange {
             min_notional: usdt(1),
         })
         .ok();
-        x.apply(Command::SetFeeTier {
-            tier: RETAIL,
-            maker_bps: 10,
-            taker_bps: 20,
-        })
-        .ok();
-        x.apply(Command::SetFeeTier {
-            tier: VIP,
-            maker_bps: 2,
-            taker_bps: 5,
-        })
-        .ok();
+        x.apply(Command::SetFeeTier { tier: RETAIL, maker_bps: 10, taker_bps: 20 }).ok();
+        x.apply(Command::SetFeeTier { tier: VIP, maker_bps: 2, taker_bps: 5 }).ok();
         for a in [ALICE, BOB, CAROL, DAVE] {
-            x.apply(Command::CreateAccount {
-                account: a,
-                fee_tier: 0,
-            })
-            .ok();
+            x.apply(Command::CreateAccount { account: a, fee_tier: 0 }).ok();
         }
         x
     }
@@ -317,11 +262,7 @@ impl Exchange {
         assert!(!events.is_empty(), "{cmd:?} produced no event");
         if let Some(Event::Rejected { reason, .. }) = events.first() {
             assert_eq!(events.len(), 1, "a reject comes alone: {events:#?}");
-            assert_eq!(
-                self.engine.state_hash(),
-                before,
-                "rejected {cmd:?} changed the state"
-            );
+            assert_eq!(self.engine.state_hash(), before, "rejected {cmd:?} changed the state");
             self.rejects.push(*reason);
         } else {
             assert!(
@@ -351,44 +292,28 @@ impl Exchange {
     #[track_caller]
     fn check_quantities(&self, before: &HashMap<OrderId, OrderView>, events: &[Event]) {
         // An order's quantity after this command (None: a buy by quote amount).
-        let mut quantity: HashMap<OrderId, Option<u64>> = before
-            .iter()
-            .map(|(id, o)| (*id, Some(o.quantity)))
-            .collect();
+        let mut quantity: HashMap<OrderId, Option<u64>> =
+            before.iter().map(|(id, o)| (*id, Some(o.quantity))).collect();
         for e in events {
             match *e {
-                Event::Accepted {
-                    order_id,
-                    quantity: q,
-                    quote_quantity,
-                    ..
-                } => {
+                Event::Accepted { order_id, quantity: q, quote_quantity, .. } => {
                     quantity.insert(order_id, (quote_quantity == 0).then_some(q));
                 }
-                Event::Amended {
-                    order_id,
-                    leaves_quantity,
-                    ..
-                } => {
+                Event::Amended { order_id, leaves_quantity, .. } => {
                     let o = before[&order_id];
-                    quantity.insert(
-                        order_id,
-                        Some(o.quantity - o.leaves_quantity + leaves_quantity),
-                    );
+                    quantity
+                        .insert(order_id, Some(o.quantity - o.leaves_quantity + leaves_quantity));
                 }
-                Event::OrderDone {
-                    order_id,
-                    filled_quantity,
-                    cancelled_quantity,
-                    ..
-                } => match quantity[&order_id] {
-                    Some(q) => assert_eq!(
-                        filled_quantity + cancelled_quantity,
-                        q,
-                        "order {order_id}: filled + cancelled is not its quantity: {events:#?}"
-                    ),
-                    None => assert_eq!(cancelled_quantity, 0, "{events:#?}"),
-                },
+                Event::OrderDone { order_id, filled_quantity, cancelled_quantity, .. } => {
+                    match quantity[&order_id] {
+                        Some(q) => assert_eq!(
+                            filled_quantity + cancelled_quantity,
+                            q,
+                            "order {order_id}: filled + cancelled is not its quantity: {events:#?}"
+                        ),
+                        None => assert_eq!(cancelled_quantity, 0, "{events:#?}"),
+                    }
+                }
                 _ => {}
             }
         }
@@ -408,13 +333,7 @@ impl Exchange {
         for e in events {
             match *e {
                 Event::Book {
-                    market,
-                    book_seq,
-                    side,
-                    price,
-                    level_quantity,
-                    level_orders,
-                    ..
+                    market, book_seq, side, price, level_quantity, level_orders, ..
                 } => {
                     let seq = self.book_seq.entry(market).or_insert(0);
                     assert_eq!(book_seq, *seq + 1, "book_seq gap in market {market:?}");
@@ -423,34 +342,17 @@ impl Exchange {
                         assert_eq!(level_quantity, 0);
                         self.levels.remove(&(market, side, price));
                     } else {
-                        self.levels
-                            .insert((market, side, price), (level_quantity, level_orders));
+                        self.levels.insert((market, side, price), (level_quantity, level_orders));
                     }
                 }
-                Event::MarketStatusChanged {
-                    market, book_seq, ..
-                } => {
+                Event::MarketStatusChanged { market, book_seq, .. } => {
                     assert_eq!(book_seq, self.book_seq.get(&market).copied().unwrap_or(0));
                 }
-                Event::Balance {
-                    account,
-                    asset,
-                    free,
-                    held,
-                } => {
+                Event::Balance { account, asset, free, held } => {
                     self.balances.insert((account, asset), (free, held));
                 }
-                Event::Trade {
-                    market,
-                    price,
-                    quantity,
-                    quote_quantity,
-                    ..
-                } => {
-                    let m = self
-                        .engine
-                        .market(market)
-                        .expect("trade in a listed market");
+                Event::Trade { market, price, quantity, quote_quantity, .. } => {
+                    let m = self.engine.market(market).expect("trade in a listed market");
                     assert_eq!(price % m.tick_size, 0);
                     assert_eq!(quantity % m.lot_size, 0);
                     let exact = u128::from(price / m.tick_size)
@@ -463,25 +365,14 @@ impl Exchange {
             }
         }
         for id in done {
-            assert!(
-                self.engine.order(id).is_none(),
-                "order {id} is done but still open"
-            );
+            assert!(self.engine.order(id).is_none(), "order {id} is done but still open");
         }
         for m in self.engine.markets() {
             let seq = self.engine.market(m).unwrap().book_seq;
-            assert_eq!(
-                seq,
-                self.book_seq.get(&m).copied().unwrap_or(0),
-                "book_seq of {m:?}"
-            );
+            assert_eq!(seq, self.book_seq.get(&m).copied().unwrap_or(0), "book_seq of {m:?}");
             for side in [Side::Buy, Side::Sell] {
                 let depth = self.engine.depth(m, side, usize::MAX);
-                let feed = self
-                    .levels
-                    .iter()
-                    .filter(|(k, _)| k.0 == m && k.1 == side)
-                    .count();
+                let feed = self.levels.iter().filter(|(k, _)| k.0 == m && k.1 == side).count();
                 assert_eq!(depth.len(), feed, "{m:?} {side:?}: feed has other levels");
                 for l in depth {
                     assert_eq!(
@@ -497,11 +388,7 @@ impl Exchange {
             for (asset, _) in self.engine.assets() {
                 let b = self.engine.balance(a, asset).unwrap();
                 let fed = self.balances.get(&(a, asset)).copied().unwrap_or((0, 0));
-                assert_eq!(
-                    (b.free, b.held),
-                    fed,
-                    "balance of {a:?} in {asset:?} unreported"
-                );
+                assert_eq!((b.free, b.held), fed, "balance of {a:?} in {asset:?} unreported");
             }
         }
     }
@@ -510,20 +397,12 @@ impl Exchange {
 
     #[track_caller]
     fn deposit(&mut self, account: AccountId, asset: AssetId, amount: u64) -> Reply {
-        self.apply(Command::Deposit {
-            account,
-            asset,
-            amount,
-        })
+        self.apply(Command::Deposit { account, asset, amount })
     }
 
     #[track_caller]
     fn withdraw(&mut self, account: AccountId, asset: AssetId, amount: u64) -> Reply {
-        self.apply(Command::Withdraw {
-            account,
-            asset,
-            amount,
-        })
+        self.apply(Command::Withdraw { account, asset, amount })
     }
 
     #[track_caller]
@@ -543,10 +422,7 @@ impl Exchange {
 
     /// (free, held).
     fn balance(&self, account: AccountId, asset: AssetId) -> (u64, u64) {
-        let b = self
-            .engine
-            .balance(account, asset)
-            .expect("known account and asset");
+        let b = self.engine.balance(account, asset).expect("known account and asset");
         (b.free, b.held)
     }
 
@@ -626,18 +502,12 @@ impl Exchange {
 
     #[track_caller]
     fn cancel(&mut self, account: AccountId, id: OrderId) -> Reply {
-        self.apply(Command::CancelOrder {
-            account,
-            order: OrderRef::Id(id),
-        })
+        self.apply(Command::CancelOrder { account, order: OrderRef::Id(id) })
     }
 
     #[track_caller]
     fn cancel_cid(&mut self, account: AccountId, cid: ClientOrderId) -> Reply {
-        self.apply(Command::CancelOrder {
-            account,
-            order: OrderRef::Client(cid),
-        })
+        self.apply(Command::CancelOrder { account, order: OrderRef::Client(cid) })
     }
 
     #[track_caller]
@@ -683,11 +553,7 @@ impl Exchange {
 
     /// Order ids of one BTC/USDT side in matching order.
     fn queue(&self, side: Side) -> Vec<OrderId> {
-        self.engine
-            .book_orders(BTC_USDT, side)
-            .iter()
-            .map(|o| o.order_id)
-            .collect()
+        self.engine.book_orders(BTC_USDT, side).iter().map(|o| o.order_id).collect()
     }
 
     fn leaves(&self, id: OrderId) -> Option<u64> {
@@ -773,11 +639,7 @@ fn better_prices_fill_first_then_older_orders_within_a_price() {
     let c2 = x.sell(CAROL, usd(29_990), lots(1)).gtc().id();
     assert_eq!(
         x.asks(),
-        vec![
-            (usd(29_990), lots(1), 1),
-            (usd(30_000), lots(4), 3),
-            (usd(30_010), lots(1), 1)
-        ]
+        vec![(usd(29_990), lots(1), 1), (usd(30_000), lots(4), 3), (usd(30_010), lots(1), 1)]
     );
     assert_eq!(x.queue(Side::Sell), vec![c2, c1, d1, b2, b1]);
 
@@ -786,31 +648,11 @@ fn better_prices_fill_first_then_older_orders_within_a_price() {
     assert_eq!(
         r.fills(),
         vec![
-            Fill {
-                maker: c2,
-                price: usd(29_990),
-                qty: lots(1)
-            },
-            Fill {
-                maker: c1,
-                price: usd(30_000),
-                qty: lots(1)
-            },
-            Fill {
-                maker: d1,
-                price: usd(30_000),
-                qty: lots(2)
-            },
-            Fill {
-                maker: b2,
-                price: usd(30_000),
-                qty: lots(1)
-            },
-            Fill {
-                maker: b1,
-                price: usd(30_010),
-                qty: lots(1)
-            },
+            Fill { maker: c2, price: usd(29_990), qty: lots(1) },
+            Fill { maker: c1, price: usd(30_000), qty: lots(1) },
+            Fill { maker: d1, price: usd(30_000), qty: lots(2) },
+            Fill { maker: b2, price: usd(30_000), qty: lots(1) },
+            Fill { maker: b1, price: usd(30_010), qty: lots(1) },
         ]
     );
     assert_eq!(r.done(), (DoneReason::Filled, lots(6), 0));
@@ -829,25 +671,11 @@ fn partial_fill_leaves_the_rest_resting_at_the_front() {
     x.deposit(ALICE, USDT, usdt(100)).ok();
 
     let r = x.buy(ALICE, usd(30_000), lots(2)).gtc();
-    assert_eq!(
-        r.fills(),
-        vec![Fill {
-            maker: big,
-            price: usd(30_000),
-            qty: lots(2)
-        }]
-    );
-    assert_eq!(
-        r.book_changes(),
-        vec![(BookAction::Fill, big, lots(3), lots(2))]
-    );
+    assert_eq!(r.fills(), vec![Fill { maker: big, price: usd(30_000), qty: lots(2) }]);
+    assert_eq!(r.book_changes(), vec![(BookAction::Fill, big, lots(3), lots(2))]);
     assert_eq!(x.leaves(big), Some(lots(3)));
     assert_eq!(x.engine.order(big).unwrap().filled_quantity, lots(2));
-    assert_eq!(
-        x.queue(Side::Sell),
-        vec![big, later],
-        "a partial fill keeps priority"
-    );
+    assert_eq!(x.queue(Side::Sell), vec![big, later], "a partial fill keeps priority");
     assert_eq!(x.balance(BOB, BTC), (btc(1) - lots(5), lots(3)));
 
     // The taker is larger than the book: it fills what it can and rests the rest.
@@ -875,14 +703,8 @@ fn maker_and_taker_fees_by_tier_go_to_the_fee_account_rounded_down() {
     let r = x.buy(BOB, usd(30_001), lots(1)).gtc();
     let (maker, price, qty, maker_fee, taker_fee) = r.trades().next().unwrap();
     assert_eq!((maker, price, qty), (ask, usd(30_001), lots(1)));
-    assert_eq!(
-        maker_fee, 3_000,
-        "10 bps of 3,000,100 is 3,000.1: rounded down"
-    );
-    assert_eq!(
-        taker_fee, 1_500,
-        "5 bps of 3,000,100 is 1,500.05: rounded down"
-    );
+    assert_eq!(maker_fee, 3_000, "10 bps of 3,000,100 is 3,000.1: rounded down");
+    assert_eq!(taker_fee, 1_500, "5 bps of 3,000,100 is 1,500.05: rounded down");
     assert_eq!(x.balance(ALICE, USDT), (3_000_100 - 3_000, 0));
     assert_eq!(x.balance(ALICE, BTC), (btc(1) - lots(1), 0));
     assert_eq!(x.balance(BOB, USDT), (usdt(100) - 3_000_100 - 1_500, 0));
@@ -899,10 +721,7 @@ fn maker_and_taker_fees_by_tier_go_to_the_fee_account_rounded_down() {
     // Value 2 * 2,999,900 = 5,999,800; 2 bps = 1,199.96 -> 1,199; 20 bps = 11,999.6 -> 11,999.
     assert_eq!((maker_fee, taker_fee), (1_199, 11_999));
     assert_eq!(x.balance(FEES, USDT), (4_500 + 1_199 + 11_999, 0));
-    assert_eq!(
-        x.balance(ALICE, USDT),
-        (2_997_100 + usdt(10) - 5_999_800 - 11_999, 0)
-    );
+    assert_eq!(x.balance(ALICE, USDT), (2_997_100 + usdt(10) - 5_999_800 - 11_999, 0));
 }
 
 #[test]
@@ -927,12 +746,9 @@ fn a_resting_buy_holds_value_plus_worst_case_fee_released_on_cancel() {
     let id = x.buy(ALICE, usd(30_000), lots(2)).gtc().id();
     assert_eq!(x.balance(ALICE, USDT), (usdt(10) - 6_012_000, 6_012_000));
     // Not enough left for another such order.
-    x.buy(ALICE, usd(30_000), lots(2))
-        .gtc()
-        .rejected(RejectReason::InsufficientBalance);
+    x.buy(ALICE, usd(30_000), lots(2)).gtc().rejected(RejectReason::InsufficientBalance);
     // But withdrawing the exact free amount works, and one atom more does not.
-    x.withdraw(ALICE, USDT, usdt(10) - 6_012_000 + 1)
-        .rejected(RejectReason::InsufficientBalance);
+    x.withdraw(ALICE, USDT, usdt(10) - 6_012_000 + 1).rejected(RejectReason::InsufficientBalance);
     x.withdraw(ALICE, USDT, usdt(10) - 6_012_000).ok();
     assert_eq!(x.balance(ALICE, USDT), (0, 6_012_000));
 
@@ -956,10 +772,7 @@ fn a_maker_buy_pays_the_maker_fee_and_gets_the_rest_of_its_fee_hold_back() {
     assert_eq!(x.balance(ALICE, USDT), (usdt(10) - 6_012_000, 6_012_000));
     x.sell(BOB, usd(30_000), lots(1)).gtc().ok();
     // One lot filled as maker: 3,000,000 + 10 bps (3,000). The hold is now 1 lot: 3,006,000.
-    assert_eq!(
-        x.balance(ALICE, USDT),
-        (usdt(10) - 3_003_000 - 3_006_000, 3_006_000)
-    );
+    assert_eq!(x.balance(ALICE, USDT), (usdt(10) - 3_003_000 - 3_006_000, 3_006_000));
 }
 
 #[test]
@@ -971,14 +784,7 @@ fn a_buy_filled_at_a_better_price_gets_the_difference_back_at_once() {
     // Alice bids $30,000 for 3 lots: hold 9,000,000 + 18,000 fee.
     let r = x.buy(ALICE, usd(30_000), lots(3)).gtc();
     // One lot traded at $29,900 as taker: 2,990,000 + 20 bps 5,980.
-    assert_eq!(
-        r.fills(),
-        vec![Fill {
-            maker: ask,
-            price: usd(29_900),
-            qty: lots(1)
-        }]
-    );
+    assert_eq!(r.fills(), vec![Fill { maker: ask, price: usd(29_900), qty: lots(1) }]);
     // The remaining 2 lots hold 6,000,000 + 12,000; the rest is free again.
     let held = 6_012_000;
     assert_eq!(x.balance(ALICE, USDT), (usdt(20) - 2_995_980 - held, held));
@@ -990,27 +796,16 @@ fn a_buy_filled_at_a_better_price_gets_the_difference_back_at_once() {
 fn a_reserve_price_holds_for_the_higher_price_and_caps_amends() {
     let mut x = funded();
     x.deposit(ALICE, USDT, usdt(10)).ok();
-    let id = x
-        .buy(ALICE, usd(29_000), lots(2))
-        .reserve(usd(30_000))
-        .gtc()
-        .id();
+    let id = x.buy(ALICE, usd(29_000), lots(2)).reserve(usd(30_000)).gtc().id();
     assert_eq!(x.engine.order(id).unwrap().reserve_price, usd(30_000));
     // The hold is computed at the reserve price.
-    assert_eq!(
-        x.balance(ALICE, USDT),
-        (usdt(10) - value(30_000, 2), value(30_000, 2))
-    );
+    assert_eq!(x.balance(ALICE, USDT), (usdt(10) - value(30_000, 2), value(30_000, 2)));
     // Up to the reserve: no new funds needed, the hold does not move.
     x.amend(ALICE, id, usd(30_000), 0).ok();
-    assert_eq!(
-        x.balance(ALICE, USDT),
-        (usdt(10) - value(30_000, 2), value(30_000, 2))
-    );
+    assert_eq!(x.balance(ALICE, USDT), (usdt(10) - value(30_000, 2), value(30_000, 2)));
     // Beyond it: refused, whatever the free balance.
     let before = x.engine.state_hash();
-    x.amend(ALICE, id, usd(30_001), 0)
-        .rejected(RejectReason::PriceAboveReserve);
+    x.amend(ALICE, id, usd(30_001), 0).rejected(RejectReason::PriceAboveReserve);
     assert_eq!(x.engine.state_hash(), before);
     // Down: the hold stays at the reserve price.
     x.amend(ALICE, id, usd(28_000), 0).ok();
@@ -1019,10 +814,7 @@ fn a_reserve_price_holds_for_the_higher_price_and_caps_amends() {
     x.sell(BOB, usd(28_000), lots(1)).gtc().ok();
     assert_eq!(
         x.balance(ALICE, USDT),
-        (
-            usdt(10) - value(28_000, 1) - value(30_000, 1),
-            value(30_000, 1)
-        )
+        (usdt(10) - value(28_000, 1) - value(30_000, 1), value(30_000, 1))
     );
     // A reserve below the price, or on a sell, is not a valid order.
     x.buy(ALICE, usd(29_000), lots(1))
@@ -1044,24 +836,14 @@ fn reducing_quantity_keeps_priority() {
     let second = x.sell(CAROL, usd(30_000), lots(1)).gtc().id();
     let r = x.amend(BOB, first, 0, lots(2));
     assert_eq!(r.amended(), (usd(30_000), lots(2), true));
-    assert_eq!(
-        r.book_changes(),
-        vec![(BookAction::Reduce, first, lots(2), lots(3))]
-    );
+    assert_eq!(r.book_changes(), vec![(BookAction::Reduce, first, lots(2), lots(3))]);
     assert_eq!(x.balance(BOB, BTC), (btc(1) - lots(2), lots(2)));
     // Reducing to the same price given explicitly is still a reduce.
     x.amend(BOB, first, usd(30_000), lots(1)).ok();
     assert_eq!(x.queue(Side::Sell), vec![first, second]);
     // A later buy hits Bob first.
     let r = x.buy(DAVE, usd(30_000), lots(1)).gtc();
-    assert_eq!(
-        r.fills(),
-        vec![Fill {
-            maker: first,
-            price: usd(30_000),
-            qty: lots(1)
-        }]
-    );
+    assert_eq!(r.fills(), vec![Fill { maker: first, price: usd(30_000), qty: lots(1) }]);
     assert_eq!(x.queue(Side::Sell), vec![second]);
 }
 
@@ -1077,10 +859,7 @@ fn a_new_price_or_a_larger_quantity_loses_priority() {
     assert_eq!(r.amended(), (usd(30_000), lots(2), false));
     assert_eq!(
         r.book_changes(),
-        vec![
-            (BookAction::Remove, a, 0, lots(1)),
-            (BookAction::Add, a, lots(2), lots(2))
-        ]
+        vec![(BookAction::Remove, a, 0, lots(1)), (BookAction::Add, a, lots(2), lots(2))]
     );
     assert_eq!(x.queue(Side::Sell), vec![b, a, c]);
     assert_eq!(x.balance(BOB, BTC), (btc(1) - lots(2), lots(2)));
@@ -1098,21 +877,9 @@ fn a_new_price_or_a_larger_quantity_loses_priority() {
     assert_eq!(
         r.fills(),
         vec![
-            Fill {
-                maker: a,
-                price: usd(30_000),
-                qty: lots(2)
-            },
-            Fill {
-                maker: b,
-                price: usd(30_000),
-                qty: lots(1)
-            },
-            Fill {
-                maker: c,
-                price: usd(30_001),
-                qty: lots(1)
-            },
+            Fill { maker: a, price: usd(30_000), qty: lots(2) },
+            Fill { maker: b, price: usd(30_000), qty: lots(1) },
+            Fill { maker: c, price: usd(30_001), qty: lots(1) },
         ]
     );
 }
@@ -1123,21 +890,11 @@ fn an_amend_that_crosses_trades_like_an_incoming_order() {
     x.deposit(ALICE, USDT, usdt(10)).ok();
     let ask = x.sell(BOB, usd(30_010), lots(2)).gtc().id();
     let bid = x.buy(ALICE, usd(30_000), lots(3)).gtc().id();
-    assert_eq!(
-        x.balance(ALICE, USDT),
-        (usdt(10) - value(30_000, 3), value(30_000, 3))
-    );
+    assert_eq!(x.balance(ALICE, USDT), (usdt(10) - value(30_000, 3), value(30_000, 3)));
 
     let r = x.amend(ALICE, bid, usd(30_010), 0);
     assert_eq!(r.amended(), (usd(30_010), lots(3), false));
-    assert_eq!(
-        r.fills(),
-        vec![Fill {
-            maker: ask,
-            price: usd(30_010),
-            qty: lots(2)
-        }]
-    );
+    assert_eq!(r.fills(), vec![Fill { maker: ask, price: usd(30_010), qty: lots(2) }]);
     assert_eq!(r.done_of(ask), Some((DoneReason::Filled, lots(2), 0)));
     assert_eq!(
         r.book_changes(),
@@ -1149,23 +906,13 @@ fn an_amend_that_crosses_trades_like_an_incoming_order() {
     );
     assert_eq!(x.bids(), vec![(usd(30_010), lots(1), 1)]);
     assert!(x.asks().is_empty());
-    assert_eq!(
-        x.balance(ALICE, USDT),
-        (usdt(10) - value(30_010, 3), value(30_010, 1))
-    );
+    assert_eq!(x.balance(ALICE, USDT), (usdt(10) - value(30_010, 3), value(30_010, 1)));
     assert_eq!(x.balance(ALICE, BTC), (lots(2), 0));
 
     // A sell amended down through the bid, filling it completely: nothing rests.
     let sell = x.sell(CAROL, usd(30_020), lots(1)).gtc().id();
     let r = x.amend(CAROL, sell, usd(30_000), 0);
-    assert_eq!(
-        r.fills(),
-        vec![Fill {
-            maker: bid,
-            price: usd(30_010),
-            qty: lots(1)
-        }]
-    );
+    assert_eq!(r.fills(), vec![Fill { maker: bid, price: usd(30_010), qty: lots(1) }]);
     assert_eq!(r.done_of(sell), Some((DoneReason::Filled, lots(1), 0)));
     assert!(x.bids().is_empty() && x.asks().is_empty());
 
@@ -1175,31 +922,20 @@ fn an_amend_that_crosses_trades_like_an_incoming_order() {
     let (free, _) = x.balance(ALICE, USDT);
     x.amend(ALICE, bid, 0, lots(1) * (free / value(10_000, 1) + 2))
         .rejected(RejectReason::InsufficientBalance);
-    x.amend(ALICE, bid, 0, lots(1))
-        .rejected(RejectReason::AmendNoChange);
-    x.amend(ALICE, bid, usd(10_000), 0)
-        .rejected(RejectReason::AmendNoChange);
-    x.amend(ALICE, bid, 0, 0)
-        .rejected(RejectReason::AmendNoChange);
-    x.amend(ALICE, bid, usd(10_000) + 1, 0)
-        .rejected(RejectReason::PriceOffTick);
-    x.amend(ALICE, bid, 0, lots(1) + 1)
-        .rejected(RejectReason::QuantityOffLot);
-    x.amend(ALICE, bid, usd(100), 0)
-        .rejected(RejectReason::BelowMinNotional);
-    x.amend(BOB, bid, usd(9_000), 0)
-        .rejected(RejectReason::OrderNotFound);
+    x.amend(ALICE, bid, 0, lots(1)).rejected(RejectReason::AmendNoChange);
+    x.amend(ALICE, bid, usd(10_000), 0).rejected(RejectReason::AmendNoChange);
+    x.amend(ALICE, bid, 0, 0).rejected(RejectReason::AmendNoChange);
+    x.amend(ALICE, bid, usd(10_000) + 1, 0).rejected(RejectReason::PriceOffTick);
+    x.amend(ALICE, bid, 0, lots(1) + 1).rejected(RejectReason::QuantityOffLot);
+    x.amend(ALICE, bid, usd(100), 0).rejected(RejectReason::BelowMinNotional);
+    x.amend(BOB, bid, usd(9_000), 0).rejected(RejectReason::OrderNotFound);
 }
 
 #[test]
 fn an_amend_that_would_trade_with_the_same_account_obeys_its_stp_mode() {
     let mut x = funded();
     let ask = x.sell(BOB, usd(30_010), lots(1)).gtc().id();
-    let bid = x
-        .buy(BOB, usd(30_000), lots(1))
-        .stp(StpMode::ExpireTaker)
-        .gtc()
-        .id();
+    let bid = x.buy(BOB, usd(30_000), lots(1)).stp(StpMode::ExpireTaker).gtc().id();
     let r = x.amend(BOB, bid, usd(30_010), 0);
     assert!(r.fills().is_empty());
     assert_eq!(r.done_of(bid), Some((DoneReason::SelfTrade, 0, lots(1))));
@@ -1214,18 +950,13 @@ fn an_amend_that_would_trade_with_the_same_account_obeys_its_stp_mode() {
 fn post_only_is_refused_when_it_would_take() {
     let mut x = funded();
     x.sell(BOB, usd(30_000), lots(1)).gtc().ok();
-    x.buy(CAROL, usd(30_000), lots(1))
-        .post_only()
-        .rejected(RejectReason::PostOnlyWouldTake);
-    x.buy(CAROL, usd(30_500), lots(1))
-        .post_only()
-        .rejected(RejectReason::PostOnlyWouldTake);
+    x.buy(CAROL, usd(30_000), lots(1)).post_only().rejected(RejectReason::PostOnlyWouldTake);
+    x.buy(CAROL, usd(30_500), lots(1)).post_only().rejected(RejectReason::PostOnlyWouldTake);
     let bid = x.buy(CAROL, usd(29_999), lots(1)).post_only();
     assert!(bid.rested());
     assert!(x.engine.order(bid.id()).unwrap().post_only);
     // Amending it across the spread is refused too; moving it within the bids is fine.
-    x.amend(CAROL, bid.id(), usd(30_000), 0)
-        .rejected(RejectReason::PostOnlyWouldTake);
+    x.amend(CAROL, bid.id(), usd(30_000), 0).rejected(RejectReason::PostOnlyWouldTake);
     x.amend(CAROL, bid.id(), usd(29_998), 0).ok();
     // Post-only only makes sense for a resting limit order.
     x.buy(CAROL, usd(29_000), lots(1))
@@ -1251,14 +982,7 @@ fn ioc_trades_what_it_can_and_expires_the_rest() {
     x.sell(BOB, usd(30_100), lots(1)).gtc().ok();
     x.deposit(ALICE, USDT, usdt(100)).ok();
     let r = x.buy(ALICE, usd(30_000), lots(3)).ioc();
-    assert_eq!(
-        r.fills(),
-        vec![Fill {
-            maker: ask,
-            price: usd(30_000),
-            qty: lots(1)
-        }]
-    );
+    assert_eq!(r.fills(), vec![Fill { maker: ask, price: usd(30_000), qty: lots(1) }]);
     assert_eq!(r.done(), (DoneReason::Expired, lots(1), lots(2)));
     assert!(!r.rested());
     assert!(x.bids().is_empty());
@@ -1290,16 +1014,8 @@ fn fok_fills_completely_or_not_at_all() {
     assert_eq!(
         r.fills(),
         vec![
-            Fill {
-                maker: b,
-                price: usd(30_000),
-                qty: lots(1)
-            },
-            Fill {
-                maker: c,
-                price: usd(30_001),
-                qty: lots(2)
-            },
+            Fill { maker: b, price: usd(30_000), qty: lots(1) },
+            Fill { maker: c, price: usd(30_001), qty: lots(2) },
         ]
     );
     assert_eq!(r.done(), (DoneReason::Filled, lots(3), 0));
@@ -1321,23 +1037,12 @@ fn market_buy_by_quantity_walks_the_book() {
     assert_eq!(
         r.fills(),
         vec![
-            Fill {
-                maker: b,
-                price: usd(30_000),
-                qty: lots(1)
-            },
-            Fill {
-                maker: c,
-                price: usd(30_010),
-                qty: lots(1)
-            },
+            Fill { maker: b, price: usd(30_000), qty: lots(1) },
+            Fill { maker: c, price: usd(30_010), qty: lots(1) },
         ]
     );
     assert_eq!(r.done(), (DoneReason::Filled, lots(2), 0));
-    assert_eq!(
-        x.balance(ALICE, USDT),
-        (usdt(100) - value(30_000, 1) - value(30_010, 1), 0)
-    );
+    assert_eq!(x.balance(ALICE, USDT), (usdt(100) - value(30_000, 1) - value(30_010, 1), 0));
     // More than the book has: the rest expires.
     let r = x.market_buy(ALICE, lots(5)).send();
     assert_eq!(r.done(), (DoneReason::Expired, lots(1), lots(4)));
@@ -1357,24 +1062,13 @@ fn market_sell_by_quantity_walks_the_bids() {
     assert_eq!(
         r.fills(),
         vec![
-            Fill {
-                maker: b,
-                price: usd(30_000),
-                qty: lots(1)
-            },
-            Fill {
-                maker: c,
-                price: usd(29_000),
-                qty: lots(1)
-            },
+            Fill { maker: b, price: usd(30_000), qty: lots(1) },
+            Fill { maker: c, price: usd(29_000), qty: lots(1) },
         ]
     );
     assert_eq!(r.done(), (DoneReason::Expired, lots(2), lots(1)));
     assert_eq!(x.balance(ALICE, BTC), (lots(1), 0));
-    assert_eq!(
-        x.balance(ALICE, USDT),
-        (value(30_000, 1) + value(29_000, 1), 0)
-    );
+    assert_eq!(x.balance(ALICE, USDT), (value(30_000, 1) + value(29_000, 1), 0));
 }
 
 #[test]
@@ -1387,35 +1081,17 @@ fn market_buy_by_quote_amount_spends_at_most_that() {
 
     // 5 USDT buys one lot at $30,000 (3 USDT); the next lot costs 3.0001 USDT: not affordable.
     let r = x.market_buy_quote(ALICE, usdt(5)).send();
-    assert_eq!(
-        r.fills(),
-        vec![Fill {
-            maker: b,
-            price: usd(30_000),
-            qty: lots(1)
-        }]
-    );
+    assert_eq!(r.fills(), vec![Fill { maker: b, price: usd(30_000), qty: lots(1) }]);
     let (reason, filled, cancelled) = r.done();
     assert_eq!((filled, cancelled), (lots(1), 0));
-    assert_eq!(
-        reason,
-        DoneReason::Filled,
-        "a quote-amount buy that spent what it could is filled"
-    );
+    assert_eq!(reason, DoneReason::Filled, "a quote-amount buy that spent what it could is filled");
     // Value 3,000,000 plus the 20 bps taker fee on it; fees come on top of the amount.
     assert_eq!(x.balance(ALICE, USDT), (usdt(100) - 3_000_000 - 6_000, 0));
     assert_eq!(x.queue(Side::Sell), vec![c]);
 
     // Exactly the value of the next lot.
     let r = x.market_buy_quote(ALICE, value(30_001, 1)).send();
-    assert_eq!(
-        r.fills(),
-        vec![Fill {
-            maker: c,
-            price: usd(30_001),
-            qty: lots(1)
-        }]
-    );
+    assert_eq!(r.fills(), vec![Fill { maker: c, price: usd(30_001), qty: lots(1) }]);
     // Not enough for a single lot: nothing trades.
     x.sell(BOB, usd(30_000), lots(1)).gtc().ok();
     let r = x.market_buy_quote(ALICE, usdt(2)).send();
@@ -1425,18 +1101,14 @@ fn market_buy_by_quote_amount_spends_at_most_that() {
     assert_eq!(x.balance(ALICE, USDT).1, 0);
 
     // The amount must reach the minimum order value, and only buys have one.
-    x.market_buy_quote(ALICE, usdt(1) - 1)
-        .send()
-        .rejected(RejectReason::BelowMinNotional);
+    x.market_buy_quote(ALICE, usdt(1) - 1).send().rejected(RejectReason::BelowMinNotional);
     let mut t = x.market_sell(ALICE, 0);
     t.o.quote_quantity = usdt(5);
     t.send().rejected(RejectReason::InvalidOrder);
     let mut t = x.market_buy(ALICE, lots(1));
     t.o.quote_quantity = usdt(5);
     t.send().rejected(RejectReason::InvalidOrder);
-    x.market_buy(ALICE, 0)
-        .send()
-        .rejected(RejectReason::ZeroQuantity);
+    x.market_buy(ALICE, 0).send().rejected(RejectReason::ZeroQuantity);
 }
 
 #[test]
@@ -1452,25 +1124,14 @@ fn a_quote_amount_buy_that_spends_all_of_it_is_filled_even_if_the_book_empties()
     assert_eq!(
         r.fills(),
         vec![
-            Fill {
-                maker: b,
-                price: usd(30_000),
-                qty: lots(1)
-            },
-            Fill {
-                maker: c,
-                price: usd(30_001),
-                qty: lots(1)
-            },
+            Fill { maker: b, price: usd(30_000), qty: lots(1) },
+            Fill { maker: c, price: usd(30_001), qty: lots(1) },
         ]
     );
     assert!(x.asks().is_empty());
     assert_eq!(r.done(), (DoneReason::Filled, lots(2), 0));
     // It paid the amount plus the 20 bps taker fee on it, and holds nothing more.
-    assert_eq!(
-        x.balance(ALICE, USDT),
-        (usdt(100) - amount - amount * 20 / 10_000, 0)
-    );
+    assert_eq!(x.balance(ALICE, USDT), (usdt(100) - amount - amount * 20 / 10_000, 0));
 
     // One atom more than the book is worth: the book runs out first, and it expires.
     x.sell(BOB, usd(30_000), lots(1)).gtc().ok();
@@ -1485,18 +1146,8 @@ fn a_quote_amount_buy_that_spends_all_of_it_is_filled_even_if_the_book_empties()
     x.deposit(ALICE, BTC, lots(1)).ok();
     let bob = x.sell(BOB, usd(30_000), lots(1)).gtc().id();
     let own = x.sell(ALICE, usd(30_001), lots(1)).gtc().id();
-    let r = x
-        .market_buy_quote(ALICE, value(30_000, 1))
-        .stp(StpMode::ExpireMaker)
-        .send();
-    assert_eq!(
-        r.fills(),
-        vec![Fill {
-            maker: bob,
-            price: usd(30_000),
-            qty: lots(1)
-        }]
-    );
+    let r = x.market_buy_quote(ALICE, value(30_000, 1)).stp(StpMode::ExpireMaker).send();
+    assert_eq!(r.fills(), vec![Fill { maker: bob, price: usd(30_000), qty: lots(1) }]);
     assert_eq!(r.done(), (DoneReason::Filled, lots(1), 0));
     assert_eq!(r.done_of(own), None);
     assert_eq!(x.queue(Side::Sell), vec![own]);
@@ -1513,10 +1164,7 @@ fn market_orders_stop_at_their_protection_price() {
     assert_eq!(r.fills().len(), 2);
     assert_eq!(r.done(), (DoneReason::ProtectionLimit, lots(2), lots(1)));
     assert_eq!(x.queue(Side::Sell), vec![far]);
-    assert_eq!(
-        x.balance(ALICE, USDT),
-        (usdt(100) - value(30_000, 1) - value(30_010, 1), 0)
-    );
+    assert_eq!(x.balance(ALICE, USDT), (usdt(100) - value(30_000, 1) - value(30_010, 1), 0));
     // The protection price must be on the tick, and the account must cover it at that price.
     x.market_buy(ALICE, lots(1))
         .protect(usd(30_100) + 1)
@@ -1559,9 +1207,7 @@ fn market_buy_without_protection_is_bounded_by_the_balance() {
     assert_eq!(x.balance(ALICE, USDT), (usdt(6) - 3_006_000, 0));
     // No money at all: refused.
     x.withdraw(ALICE, USDT, usdt(6) - 3_006_000).ok();
-    x.market_buy(ALICE, lots(1))
-        .send()
-        .rejected(RejectReason::InsufficientBalance);
+    x.market_buy(ALICE, lots(1)).send().rejected(RejectReason::InsufficientBalance);
 }
 
 #[test]
@@ -1569,30 +1215,17 @@ fn market_orders_are_ioc() {
     let mut x = funded();
     x.sell(BOB, usd(30_000), lots(1)).gtc().ok();
     x.deposit(ALICE, USDT, usdt(100)).ok();
-    x.market_buy(ALICE, lots(1))
-        .fok()
-        .rejected(RejectReason::InvalidOrder);
+    x.market_buy(ALICE, lots(1)).fok().rejected(RejectReason::InvalidOrder);
     // GTC (the serde default) is accepted and means IOC: a market order never rests.
     let r = x.market_buy(ALICE, lots(2)).gtc();
-    assert!(matches!(
-        r.0[0],
-        Event::Accepted {
-            time_in_force: TimeInForce::Ioc,
-            ..
-        }
-    ));
+    assert!(matches!(r.0[0], Event::Accepted { time_in_force: TimeInForce::Ioc, .. }));
     assert_eq!(r.done(), (DoneReason::Expired, lots(1), lots(1)));
     assert!(!r.rested());
-    x.market_buy(ALICE, lots(1))
-        .reserve(usd(31_000))
-        .send()
-        .rejected(RejectReason::InvalidOrder);
+    x.market_buy(ALICE, lots(1)).reserve(usd(31_000)).send().rejected(RejectReason::InvalidOrder);
     let mut t = x.market_buy(ALICE, lots(1));
     t.o.post_only = true;
     t.send().rejected(RejectReason::InvalidOrder);
-    x.market_buy(ALICE, lots(1) + 1)
-        .send()
-        .rejected(RejectReason::QuantityOffLot);
+    x.market_buy(ALICE, lots(1) + 1).send().rejected(RejectReason::QuantityOffLot);
     x.market_buy(ALICE, lots(1)).send().ok();
 }
 
@@ -1603,14 +1236,7 @@ fn stp_none_lets_an_account_trade_with_itself() {
     let mut x = funded();
     let ask = x.sell(BOB, usd(30_000), lots(1)).gtc().id();
     let r = x.buy(BOB, usd(30_000), lots(1)).gtc();
-    assert_eq!(
-        r.fills(),
-        vec![Fill {
-            maker: ask,
-            price: usd(30_000),
-            qty: lots(1)
-        }]
-    );
+    assert_eq!(r.fills(), vec![Fill { maker: ask, price: usd(30_000), qty: lots(1) }]);
     assert_eq!(x.balance(BOB, BTC), (btc(1), 0));
     assert_eq!(x.balance(BOB, USDT), (usdt(100_000), 0));
 }
@@ -1627,18 +1253,8 @@ fn bob_between_carol_and_dave() -> (Exchange, OrderId, OrderId, OrderId) {
 #[test]
 fn stp_expire_taker_stops_the_incoming_order_at_the_own_order() {
     let (mut x, carol, bob, dave) = bob_between_carol_and_dave();
-    let r = x
-        .buy(BOB, usd(30_000), lots(3))
-        .stp(StpMode::ExpireTaker)
-        .gtc();
-    assert_eq!(
-        r.fills(),
-        vec![Fill {
-            maker: carol,
-            price: usd(29_999),
-            qty: lots(1)
-        }]
-    );
+    let r = x.buy(BOB, usd(30_000), lots(3)).stp(StpMode::ExpireTaker).gtc();
+    assert_eq!(r.fills(), vec![Fill { maker: carol, price: usd(29_999), qty: lots(1) }]);
     assert_eq!(r.done(), (DoneReason::SelfTrade, lots(1), lots(2)));
     assert!(!r.rested());
     assert_eq!(x.queue(Side::Sell), vec![bob, dave]);
@@ -1648,23 +1264,12 @@ fn stp_expire_taker_stops_the_incoming_order_at_the_own_order() {
 #[test]
 fn stp_expire_maker_cancels_the_own_order_and_goes_on() {
     let (mut x, carol, bob, dave) = bob_between_carol_and_dave();
-    let r = x
-        .buy(BOB, usd(30_000), lots(2))
-        .stp(StpMode::ExpireMaker)
-        .gtc();
+    let r = x.buy(BOB, usd(30_000), lots(2)).stp(StpMode::ExpireMaker).gtc();
     assert_eq!(
         r.fills(),
         vec![
-            Fill {
-                maker: carol,
-                price: usd(29_999),
-                qty: lots(1)
-            },
-            Fill {
-                maker: dave,
-                price: usd(30_000),
-                qty: lots(1)
-            },
+            Fill { maker: carol, price: usd(29_999), qty: lots(1) },
+            Fill { maker: dave, price: usd(30_000), qty: lots(1) },
         ]
     );
     assert_eq!(r.done_of(bob), Some((DoneReason::SelfTrade, 0, lots(1))));
@@ -1676,18 +1281,8 @@ fn stp_expire_maker_cancels_the_own_order_and_goes_on() {
 #[test]
 fn stp_expire_both_cancels_both() {
     let (mut x, carol, bob, dave) = bob_between_carol_and_dave();
-    let r = x
-        .buy(BOB, usd(30_000), lots(3))
-        .stp(StpMode::ExpireBoth)
-        .gtc();
-    assert_eq!(
-        r.fills(),
-        vec![Fill {
-            maker: carol,
-            price: usd(29_999),
-            qty: lots(1)
-        }]
-    );
+    let r = x.buy(BOB, usd(30_000), lots(3)).stp(StpMode::ExpireBoth).gtc();
+    assert_eq!(r.fills(), vec![Fill { maker: carol, price: usd(29_999), qty: lots(1) }]);
     assert_eq!(r.done_of(bob), Some((DoneReason::SelfTrade, 0, lots(1))));
     assert_eq!(r.done(), (DoneReason::SelfTrade, lots(1), lots(2)));
     assert_eq!(x.queue(Side::Sell), vec![dave]);
@@ -1700,15 +1295,9 @@ fn stp_expire_both_cancels_both() {
 fn stp_decrement_when_the_resting_order_is_larger() {
     let mut x = funded();
     let ask = x.sell(BOB, usd(30_000), lots(3)).gtc().id();
-    let r = x
-        .buy(BOB, usd(30_000), lots(1))
-        .stp(StpMode::Decrement)
-        .gtc();
+    let r = x.buy(BOB, usd(30_000), lots(1)).stp(StpMode::Decrement).gtc();
     assert!(r.fills().is_empty());
-    assert_eq!(
-        r.book_changes(),
-        vec![(BookAction::Reduce, ask, lots(2), lots(1))]
-    );
+    assert_eq!(r.book_changes(), vec![(BookAction::Reduce, ask, lots(2), lots(1))]);
     // The incoming order was used up by the decrement: nothing traded, its lot cancelled.
     assert_eq!(r.done(), (DoneReason::SelfTrade, 0, lots(1)));
     assert_eq!(x.leaves(ask), Some(lots(2)));
@@ -1716,10 +1305,7 @@ fn stp_decrement_when_the_resting_order_is_larger() {
     assert_eq!(x.balance(BOB, USDT), (usdt(100_000), 0));
     // The resting order keeps its quantity of 3 lots: 2 open, 1 decremented.
     let view = x.engine.order(ask).unwrap();
-    assert_eq!(
-        (view.quantity, view.leaves_quantity, view.filled_quantity),
-        (lots(3), lots(2), 0)
-    );
+    assert_eq!((view.quantity, view.leaves_quantity, view.filled_quantity), (lots(3), lots(2), 0));
     // When it fills, its done reports the decremented lot as cancelled.
     x.deposit(ALICE, USDT, usdt(10)).ok();
     let r = x.buy(ALICE, usd(30_000), lots(2)).gtc();
@@ -1732,19 +1318,9 @@ fn stp_decrement_when_the_incoming_order_is_larger() {
     let mut x = funded();
     let own = x.sell(BOB, usd(30_000), lots(1)).gtc().id();
     let dave = x.sell(DAVE, usd(30_000), lots(1)).gtc().id();
-    let r = x
-        .buy(BOB, usd(30_000), lots(3))
-        .stp(StpMode::Decrement)
-        .gtc();
+    let r = x.buy(BOB, usd(30_000), lots(3)).stp(StpMode::Decrement).gtc();
     assert_eq!(r.done_of(own), Some((DoneReason::SelfTrade, 0, lots(1))));
-    assert_eq!(
-        r.fills(),
-        vec![Fill {
-            maker: dave,
-            price: usd(30_000),
-            qty: lots(1)
-        }]
-    );
+    assert_eq!(r.fills(), vec![Fill { maker: dave, price: usd(30_000), qty: lots(1) }]);
     // 3 lots - 1 decremented - 1 filled: 1 lot rests, of an order of 3.
     assert!(r.rested());
     let bid = r.id();
@@ -1755,26 +1331,17 @@ fn stp_decrement_when_the_incoming_order_is_larger() {
     );
     assert_eq!(x.bids(), vec![(usd(30_000), lots(1), 1)]);
     assert_eq!(x.balance(BOB, BTC), (btc(1) + lots(1), 0));
-    assert_eq!(
-        x.balance(BOB, USDT),
-        (usdt(100_000) - 2 * value(30_000, 1), value(30_000, 1))
-    );
+    assert_eq!(x.balance(BOB, USDT), (usdt(100_000) - 2 * value(30_000, 1), value(30_000, 1)));
     // Cancelled: the open lot and the decremented one.
     let r = x.cancel(BOB, bid);
-    assert_eq!(
-        r.done_of(bid),
-        Some((DoneReason::Cancelled, lots(1), lots(2)))
-    );
+    assert_eq!(r.done_of(bid), Some((DoneReason::Cancelled, lots(1), lots(2))));
 }
 
 #[test]
 fn stp_decrement_equal_sizes_finishes_both() {
     let mut x = funded();
     let ask = x.sell(BOB, usd(30_000), lots(2)).gtc().id();
-    let r = x
-        .buy(BOB, usd(30_000), lots(2))
-        .stp(StpMode::Decrement)
-        .ioc();
+    let r = x.buy(BOB, usd(30_000), lots(2)).stp(StpMode::Decrement).ioc();
     assert_eq!(r.done_of(ask), Some((DoneReason::SelfTrade, 0, lots(2))));
     assert_eq!(r.done(), (DoneReason::SelfTrade, 0, lots(2)));
     assert!(x.asks().is_empty() && x.bids().is_empty());
@@ -1787,66 +1354,35 @@ fn stp_decrements_add_up_over_an_orders_life() {
     let mut x = funded();
     let ask = x.sell(BOB, usd(30_000), lots(5)).gtc().id();
     // Decremented by one lot, then by two more: 2 lots open of 5.
-    let r = x
-        .buy(BOB, usd(30_000), lots(1))
-        .stp(StpMode::Decrement)
-        .ioc();
+    let r = x.buy(BOB, usd(30_000), lots(1)).stp(StpMode::Decrement).ioc();
     assert_eq!(r.done(), (DoneReason::SelfTrade, 0, lots(1)));
-    let r = x
-        .buy(BOB, usd(30_000), lots(2))
-        .stp(StpMode::Decrement)
-        .gtc();
+    let r = x.buy(BOB, usd(30_000), lots(2)).stp(StpMode::Decrement).gtc();
     assert_eq!(r.done(), (DoneReason::SelfTrade, 0, lots(2)));
     assert!(!r.rested());
     let view = x.engine.order(ask).unwrap();
     assert_eq!((view.quantity, view.leaves_quantity), (lots(5), lots(2)));
     // Amending the open quantity changes the order's quantity by as much; the decremented
     // lots stay part of it.
-    assert_eq!(
-        x.amend(BOB, ask, 0, lots(4)).amended(),
-        (usd(30_000), lots(4), false)
-    );
+    assert_eq!(x.amend(BOB, ask, 0, lots(4)).amended(), (usd(30_000), lots(4), false));
     let view = x.engine.order(ask).unwrap();
     assert_eq!((view.quantity, view.leaves_quantity), (lots(7), lots(4)));
     // Dave takes one lot; then a larger decrementing order of Bob's uses up the rest of the
     // resting order: cancelled for self-trade with its open lots and the earlier decrements,
     // while the incoming one decrements 3 lots and rests its last one.
     x.buy(DAVE, usd(30_000), lots(1)).gtc().ok();
-    let r = x
-        .buy(BOB, usd(30_000), lots(4))
-        .stp(StpMode::Decrement)
-        .gtc();
-    assert_eq!(
-        r.done_of(ask),
-        Some((DoneReason::SelfTrade, lots(1), lots(3) + lots(3)))
-    );
+    let r = x.buy(BOB, usd(30_000), lots(4)).stp(StpMode::Decrement).gtc();
+    assert_eq!(r.done_of(ask), Some((DoneReason::SelfTrade, lots(1), lots(3) + lots(3))));
     assert!(r.rested());
     let bid = x.engine.order(r.id()).unwrap();
-    assert_eq!(
-        (bid.quantity, bid.leaves_quantity, bid.filled_quantity),
-        (lots(4), lots(1), 0)
-    );
+    assert_eq!((bid.quantity, bid.leaves_quantity, bid.filled_quantity), (lots(4), lots(1), 0));
     // When it fills, a done of Filled still reports the 3 decremented lots as cancelled.
     let r = x.sell(DAVE, usd(29_000), lots(1)).gtc();
-    assert_eq!(
-        r.done_of(bid.order_id),
-        Some((DoneReason::Filled, lots(1), lots(3)))
-    );
+    assert_eq!(r.done_of(bid.order_id), Some((DoneReason::Filled, lots(1), lots(3))));
     // An incoming order that trades, then is used up by a decrement: filled and cancelled.
     let carol = x.sell(CAROL, usd(29_000), lots(1)).gtc().id();
     let own = x.sell(BOB, usd(29_001), lots(2)).gtc().id();
-    let r = x
-        .buy(BOB, usd(29_001), lots(3))
-        .stp(StpMode::Decrement)
-        .gtc();
-    assert_eq!(
-        r.fills(),
-        vec![Fill {
-            maker: carol,
-            price: usd(29_000),
-            qty: lots(1)
-        }]
-    );
+    let r = x.buy(BOB, usd(29_001), lots(3)).stp(StpMode::Decrement).gtc();
+    assert_eq!(r.fills(), vec![Fill { maker: carol, price: usd(29_000), qty: lots(1) }]);
     assert_eq!(r.done_of(own), Some((DoneReason::SelfTrade, 0, lots(2))));
     assert_eq!(r.done(), (DoneReason::SelfTrade, lots(1), lots(2)));
     assert!(!r.rested());
@@ -1866,8 +1402,7 @@ fn cancel_by_order_id_and_by_client_order_id() {
     x.cancel(BOB, 999).rejected(RejectReason::OrderNotFound);
     x.cancel_cid(BOB, 0).rejected(RejectReason::OrderNotFound);
     x.cancel(FEES, a).rejected(RejectReason::ReservedAccount);
-    x.cancel(AccountId(99), a)
-        .rejected(RejectReason::UnknownAccount);
+    x.cancel(AccountId(99), a).rejected(RejectReason::UnknownAccount);
 
     let r = x.cancel(BOB, a);
     assert_eq!(r.done_of(a), Some((DoneReason::Cancelled, 0, lots(1))));
@@ -1875,10 +1410,7 @@ fn cancel_by_order_id_and_by_client_order_id() {
     // A partly filled order reports both parts.
     x.buy(CAROL, usd(30_001), lots(1)).gtc().ok();
     let r = x.cancel_cid(BOB, 8);
-    assert_eq!(
-        r.done_of(b),
-        Some((DoneReason::Cancelled, lots(1), lots(1)))
-    );
+    assert_eq!(r.done_of(b), Some((DoneReason::Cancelled, lots(1), lots(1))));
     x.cancel_cid(BOB, 8).rejected(RejectReason::OrderNotFound);
     assert!(x.asks().is_empty());
     assert_eq!(x.balance(BOB, BTC), (btc(1) - lots(1), 0));
@@ -1888,20 +1420,11 @@ fn cancel_by_order_id_and_by_client_order_id() {
 fn a_client_order_id_is_unique_among_open_orders_only() {
     let mut x = funded();
     let first = x.sell(BOB, usd(30_000), lots(1)).cid(42).gtc().id();
-    x.sell(BOB, usd(30_001), lots(1))
-        .cid(42)
-        .gtc()
-        .rejected(RejectReason::DuplicateClientOrderId);
-    x.buy(BOB, usd(20_000), lots(1))
-        .cid(42)
-        .ioc()
-        .rejected(RejectReason::DuplicateClientOrderId);
+    x.sell(BOB, usd(30_001), lots(1)).cid(42).gtc().rejected(RejectReason::DuplicateClientOrderId);
+    x.buy(BOB, usd(20_000), lots(1)).cid(42).ioc().rejected(RejectReason::DuplicateClientOrderId);
     // Another account may use the same number.
     let carols = x.sell(CAROL, usd(30_001), lots(1)).cid(42).gtc().id();
-    assert_eq!(
-        x.engine.order_by_client_id(CAROL, 42).unwrap().order_id,
-        carols
-    );
+    assert_eq!(x.engine.order_by_client_id(CAROL, 42).unwrap().order_id, carols);
     // Once filled, the id is free again.
     x.buy(DAVE, usd(30_000), lots(1)).gtc().ok();
     assert!(x.engine.order(first).is_none());
@@ -1910,10 +1433,7 @@ fn a_client_order_id_is_unique_among_open_orders_only() {
     x.cancel_cid(BOB, 42).ok();
     let third = x.sell(BOB, usd(30_003), lots(1)).cid(42).gtc().id();
     assert!(first < second && second < third);
-    assert_eq!(
-        x.engine.order_by_client_id(BOB, 42).unwrap().order_id,
-        third
-    );
+    assert_eq!(x.engine.order_by_client_id(BOB, 42).unwrap().order_id, third);
     // An order that never rests (IOC expiring at once) leaves the id free too.
     x.cancel_cid(BOB, 42).ok();
     let r = x.buy(BOB, usd(20_000), lots(1)).cid(42).ioc();
@@ -1929,11 +1449,7 @@ fn cancel_all_for_an_account_or_one_market() {
     let b2 = x.sell(BOB, usd(30_100), lots(1)).gtc().id();
     let b3 = x.buy(BOB, usd(29_000), lots(1)).gtc().id();
     // 10 lots of 0.0001 ETH at $2,000.00 (200,000 cents): 2 USDT.
-    let eth = x
-        .sell(BOB, 200_000, 10 * ETH_LOT)
-        .in_market(ETH_USDT)
-        .gtc()
-        .id();
+    let eth = x.sell(BOB, 200_000, 10 * ETH_LOT).in_market(ETH_USDT).gtc().id();
     let carol = x.sell(CAROL, usd(30_200), lots(1)).gtc().id();
 
     let r = x.cancel_all(BOB, Some(BTC_USDT));
@@ -1953,12 +1469,9 @@ fn cancel_all_for_an_account_or_one_market() {
     assert!(x.engine.open_orders(BOB).is_empty());
     assert_eq!(x.engine.open_orders(CAROL).len(), 1);
 
-    x.cancel_all(BOB, Some(MarketId(99)))
-        .rejected(RejectReason::UnknownMarket);
-    x.cancel_all(FEES, None)
-        .rejected(RejectReason::ReservedAccount);
-    x.cancel_all(AccountId(99), None)
-        .rejected(RejectReason::UnknownAccount);
+    x.cancel_all(BOB, Some(MarketId(99))).rejected(RejectReason::UnknownMarket);
+    x.cancel_all(FEES, None).rejected(RejectReason::ReservedAccount);
+    x.cancel_all(AccountId(99), None).rejected(RejectReason::UnknownAccount);
 }
 
 // ----- market and account status -------------------------------------------------------------
@@ -1969,40 +1482,21 @@ fn a_halted_market_accepts_cancels_only() {
     let a = x.sell(BOB, usd(30_000), lots(1)).gtc().id();
     let b = x.sell(BOB, usd(30_001), lots(1)).gtc().id();
     let r = x.set_status(BTC_USDT, MarketStatus::Halted);
-    assert!(matches!(
-        r.0[..],
-        [Event::MarketStatusChanged {
-            status: MarketStatus::Halted,
-            ..
-        }]
-    ));
-    assert_eq!(
-        x.engine.market(BTC_USDT).unwrap().status,
-        MarketStatus::Halted
-    );
+    assert!(matches!(r.0[..], [Event::MarketStatusChanged { status: MarketStatus::Halted, .. }]));
+    assert_eq!(x.engine.market(BTC_USDT).unwrap().status, MarketStatus::Halted);
 
-    x.buy(CAROL, usd(30_000), lots(1))
-        .gtc()
-        .rejected(RejectReason::MarketHalted);
-    x.market_buy(CAROL, lots(1))
-        .send()
-        .rejected(RejectReason::MarketHalted);
-    x.amend(BOB, a, usd(30_005), 0)
-        .rejected(RejectReason::MarketHalted);
-    x.amend(BOB, a, 0, lots(2))
-        .rejected(RejectReason::MarketHalted);
-    x.set_status(BTC_USDT, MarketStatus::Halted)
-        .rejected(RejectReason::InvalidStatusTransition);
+    x.buy(CAROL, usd(30_000), lots(1)).gtc().rejected(RejectReason::MarketHalted);
+    x.market_buy(CAROL, lots(1)).send().rejected(RejectReason::MarketHalted);
+    x.amend(BOB, a, usd(30_005), 0).rejected(RejectReason::MarketHalted);
+    x.amend(BOB, a, 0, lots(2)).rejected(RejectReason::MarketHalted);
+    x.set_status(BTC_USDT, MarketStatus::Halted).rejected(RejectReason::InvalidStatusTransition);
     // Resting orders stay; cancels work.
     assert_eq!(x.queue(Side::Sell), vec![a, b]);
     x.cancel(BOB, a).ok();
     assert_eq!(x.cancel_all(BOB, Some(BTC_USDT)).mass_cancelled(), 1);
     // The other market is not affected.
     x.deposit(CAROL, ETH, 1_000_000_000_000_000_000).ok();
-    x.sell(CAROL, 200_000, 10 * ETH_LOT)
-        .in_market(ETH_USDT)
-        .gtc()
-        .ok();
+    x.sell(CAROL, 200_000, 10 * ETH_LOT).in_market(ETH_USDT).gtc().ok();
 
     x.set_status(BTC_USDT, MarketStatus::Trading).ok();
     x.buy(CAROL, usd(30_000), lots(1)).gtc().ok();
@@ -2017,38 +1511,20 @@ fn delisting_cancels_every_order_and_releases_the_holds() {
         let i = i as u64;
         ids.push(x.sell(a, usd(30_000 + i), lots(1 + i)).gtc().id());
         ids.push(x.sell(a, usd(30_000), lots(1)).gtc().id());
-        ids.push(
-            x.buy(a, usd(29_000 - i), lots(2))
-                .reserve(usd(29_500))
-                .gtc()
-                .id(),
-        );
+        ids.push(x.buy(a, usd(29_000 - i), lots(2)).reserve(usd(29_500)).gtc().id());
     }
-    let eth = x
-        .sell(DAVE, 200_000, 10 * ETH_LOT)
-        .in_market(ETH_USDT)
-        .gtc()
-        .id();
+    let eth = x.sell(DAVE, 200_000, 10 * ETH_LOT).in_market(ETH_USDT).gtc().id();
     let seq = x.engine.market(BTC_USDT).unwrap().book_seq;
 
     let r = x.set_status(BTC_USDT, MarketStatus::Delisted);
     for id in &ids {
-        assert_eq!(
-            r.done_of(*id).unwrap().0,
-            DoneReason::Delisted,
-            "order {id}"
-        );
+        assert_eq!(r.done_of(*id).unwrap().0, DoneReason::Delisted, "order {id}");
     }
-    let removes = r
-        .book_changes()
-        .iter()
-        .filter(|c| c.0 == BookAction::Remove)
-        .count();
+    let removes = r.book_changes().iter().filter(|c| c.0 == BookAction::Remove).count();
     assert_eq!(removes, ids.len());
     // The status change comes after the cancels (balance updates close the command).
     assert_eq!(
-        r.0.iter()
-            .find(|e| matches!(e, Event::MarketStatusChanged { .. })),
+        r.0.iter().find(|e| matches!(e, Event::MarketStatusChanged { .. })),
         Some(&Event::MarketStatusChanged {
             market: BTC_USDT,
             status: MarketStatus::Delisted,
@@ -2064,15 +1540,10 @@ fn delisting_cancels_every_order_and_releases_the_holds() {
     assert!(x.engine.order(eth).is_some());
 
     // Nothing is accepted any more, and there is no way back.
-    x.buy(BOB, usd(30_000), lots(1))
-        .gtc()
-        .rejected(RejectReason::MarketDelisted);
-    x.set_status(BTC_USDT, MarketStatus::Trading)
-        .rejected(RejectReason::InvalidStatusTransition);
-    x.set_status(BTC_USDT, MarketStatus::Halted)
-        .rejected(RejectReason::InvalidStatusTransition);
-    x.set_status(BTC_USDT, MarketStatus::Delisted)
-        .rejected(RejectReason::InvalidStatusTransition);
+    x.buy(BOB, usd(30_000), lots(1)).gtc().rejected(RejectReason::MarketDelisted);
+    x.set_status(BTC_USDT, MarketStatus::Trading).rejected(RejectReason::InvalidStatusTransition);
+    x.set_status(BTC_USDT, MarketStatus::Halted).rejected(RejectReason::InvalidStatusTransition);
+    x.set_status(BTC_USDT, MarketStatus::Delisted).rejected(RejectReason::InvalidStatusTransition);
     assert_eq!(x.cancel_all(BOB, Some(BTC_USDT)).mass_cancelled(), 0);
     // A halted market can be delisted too.
     x.set_status(ETH_USDT, MarketStatus::Halted).ok();
@@ -2088,34 +1559,20 @@ fn a_frozen_account_may_cancel_and_deposit_only() {
     let b = x.sell(BOB, usd(30_001), lots(1)).gtc().id();
     x.set_account_status(BOB, AccountStatus::Frozen).ok();
 
-    x.sell(BOB, usd(30_000), lots(1))
-        .gtc()
-        .rejected(RejectReason::AccountFrozen);
-    x.market_sell(BOB, lots(1))
-        .send()
-        .rejected(RejectReason::AccountFrozen);
-    x.amend(BOB, a, 0, lots(2))
-        .rejected(RejectReason::AccountFrozen);
-    x.withdraw(BOB, USDT, 1)
-        .rejected(RejectReason::AccountFrozen);
+    x.sell(BOB, usd(30_000), lots(1)).gtc().rejected(RejectReason::AccountFrozen);
+    x.market_sell(BOB, lots(1)).send().rejected(RejectReason::AccountFrozen);
+    x.amend(BOB, a, 0, lots(2)).rejected(RejectReason::AccountFrozen);
+    x.withdraw(BOB, USDT, 1).rejected(RejectReason::AccountFrozen);
     x.deposit(BOB, USDT, 1).ok();
     x.cancel(BOB, a).ok();
     // Orders already resting can still be filled by others.
     let r = x.buy(CAROL, usd(30_001), lots(1)).gtc();
-    assert_eq!(
-        r.fills(),
-        vec![Fill {
-            maker: b,
-            price: usd(30_001),
-            qty: lots(1)
-        }]
-    );
+    assert_eq!(r.fills(), vec![Fill { maker: b, price: usd(30_001), qty: lots(1) }]);
 
     x.set_account_status(BOB, AccountStatus::Active).ok();
     x.withdraw(BOB, USDT, 1).ok();
     x.sell(BOB, usd(30_000), lots(1)).gtc().ok();
-    x.set_account_status(FEES, AccountStatus::Frozen)
-        .rejected(RejectReason::ReservedAccount);
+    x.set_account_status(FEES, AccountStatus::Frozen).rejected(RejectReason::ReservedAccount);
     x.set_account_status(AccountId(99), AccountStatus::Frozen)
         .rejected(RejectReason::UnknownAccount);
 }
@@ -2129,50 +1586,25 @@ fn deposits_and_withdrawals() {
     assert_eq!(
         r.0,
         vec![
-            Event::Deposited {
-                account: ALICE,
-                asset: USDT,
-                amount: usdt(50)
-            },
-            Event::Balance {
-                account: ALICE,
-                asset: USDT,
-                free: usdt(50),
-                held: 0
-            },
+            Event::Deposited { account: ALICE, asset: USDT, amount: usdt(50) },
+            Event::Balance { account: ALICE, asset: USDT, free: usdt(50), held: 0 },
         ]
     );
-    x.withdraw(ALICE, USDT, usdt(50) + 1)
-        .rejected(RejectReason::InsufficientBalance);
-    x.withdraw(ALICE, BTC, 1)
-        .rejected(RejectReason::InsufficientBalance);
-    x.withdraw(ALICE, USDT, 0)
-        .rejected(RejectReason::ZeroQuantity);
-    x.deposit(ALICE, USDT, 0)
-        .rejected(RejectReason::ZeroQuantity);
-    x.deposit(ALICE, AssetId(99), 1)
-        .rejected(RejectReason::UnknownAsset);
-    x.withdraw(ALICE, AssetId(99), 1)
-        .rejected(RejectReason::UnknownAsset);
-    x.deposit(AccountId(99), USDT, 1)
-        .rejected(RejectReason::UnknownAccount);
-    x.withdraw(AccountId(99), USDT, 1)
-        .rejected(RejectReason::UnknownAccount);
+    x.withdraw(ALICE, USDT, usdt(50) + 1).rejected(RejectReason::InsufficientBalance);
+    x.withdraw(ALICE, BTC, 1).rejected(RejectReason::InsufficientBalance);
+    x.withdraw(ALICE, USDT, 0).rejected(RejectReason::ZeroQuantity);
+    x.deposit(ALICE, USDT, 0).rejected(RejectReason::ZeroQuantity);
+    x.deposit(ALICE, AssetId(99), 1).rejected(RejectReason::UnknownAsset);
+    x.withdraw(ALICE, AssetId(99), 1).rejected(RejectReason::UnknownAsset);
+    x.deposit(AccountId(99), USDT, 1).rejected(RejectReason::UnknownAccount);
+    x.withdraw(AccountId(99), USDT, 1).rejected(RejectReason::UnknownAccount);
 
     // Held funds cannot be withdrawn.
     x.buy(ALICE, usd(30_000), lots(10)).gtc().ok();
     assert_eq!(x.balance(ALICE, USDT), (usdt(20), usdt(30)));
-    x.withdraw(ALICE, USDT, usdt(20) + 1)
-        .rejected(RejectReason::InsufficientBalance);
+    x.withdraw(ALICE, USDT, usdt(20) + 1).rejected(RejectReason::InsufficientBalance);
     let r = x.withdraw(ALICE, USDT, usdt(20));
-    assert_eq!(
-        r.0[0],
-        Event::Withdrawn {
-            account: ALICE,
-            asset: USDT,
-            amount: usdt(20)
-        }
-    );
+    assert_eq!(r.0[0], Event::Withdrawn { account: ALICE, asset: USDT, amount: usdt(20) });
     assert_eq!(x.balance(ALICE, USDT), (0, usdt(30)));
     assert_eq!(x.engine.net_funding(USDT), Some(u128::from(usdt(30))));
 
@@ -2194,8 +1626,7 @@ fn the_total_of_an_asset_is_capped() {
     x.withdraw(ALICE, BTC, 1).ok();
     x.deposit(BOB, BTC, 1).ok();
     x.deposit(BOB, BTC, 1).rejected(RejectReason::Overflow);
-    x.withdraw(ALICE, BTC, u64::MAX)
-        .rejected(RejectReason::InsufficientBalance);
+    x.withdraw(ALICE, BTC, u64::MAX).rejected(RejectReason::InsufficientBalance);
     assert_eq!(x.engine.net_funding(BTC), Some(u128::from(u64::MAX)));
 }
 
@@ -2215,120 +1646,58 @@ fn listing_refuses_bad_specs_unknown_assets_and_duplicates() {
             min_notional: 0,
         }
     };
-    x.apply(Command::ListAsset {
-        asset: BTC,
-        decimals: 8,
-    })
-    .rejected(RejectReason::AssetExists);
-    x.apply(Command::ListAsset {
-        asset: AssetId(9),
-        decimals: 19,
-    })
-    .rejected(RejectReason::InvalidDecimals);
-    x.apply(list(1, BTC, USDT, 2, TICK, LOT))
-        .rejected(RejectReason::MarketExists);
-    x.apply(list(1, ETH, USDT, 2, 1, ETH_LOT))
-        .rejected(RejectReason::MarketExists);
-    x.apply(list(9, AssetId(99), USDT, 2, TICK, LOT))
-        .rejected(RejectReason::UnknownAsset);
-    x.apply(list(9, BTC, AssetId(99), 2, TICK, LOT))
-        .rejected(RejectReason::UnknownAsset);
-    x.apply(list(9, BTC, BTC, 2, TICK, LOT))
-        .rejected(RejectReason::InvalidMarketSpec);
+    x.apply(Command::ListAsset { asset: BTC, decimals: 8 }).rejected(RejectReason::AssetExists);
+    x.apply(Command::ListAsset { asset: AssetId(9), decimals: 19 })
+        .rejected(RejectReason::InvalidDecimals);
+    x.apply(list(1, BTC, USDT, 2, TICK, LOT)).rejected(RejectReason::MarketExists);
+    x.apply(list(1, ETH, USDT, 2, 1, ETH_LOT)).rejected(RejectReason::MarketExists);
+    x.apply(list(9, AssetId(99), USDT, 2, TICK, LOT)).rejected(RejectReason::UnknownAsset);
+    x.apply(list(9, BTC, AssetId(99), 2, TICK, LOT)).rejected(RejectReason::UnknownAsset);
+    x.apply(list(9, BTC, BTC, 2, TICK, LOT)).rejected(RejectReason::InvalidMarketSpec);
     // A cent tick on a 0.00001 BTC lot is 1e-7 USDT: not a whole number of USDT atoms.
-    x.apply(list(9, BTC, USDT, 2, 1, 1_000))
-        .rejected(RejectReason::InvalidMarketSpec);
-    x.apply(list(9, BTC, USDT, 2, 0, LOT))
-        .rejected(RejectReason::InvalidMarketSpec);
-    x.apply(list(9, BTC, USDT, 2, TICK, 0))
-        .rejected(RejectReason::InvalidMarketSpec);
-    x.apply(list(9, BTC, USDT, 19, TICK, LOT))
-        .rejected(RejectReason::InvalidMarketSpec);
-    x.apply(list(9, BTC, USDT, 0, u64::MAX, u64::MAX))
-        .rejected(RejectReason::InvalidMarketSpec);
+    x.apply(list(9, BTC, USDT, 2, 1, 1_000)).rejected(RejectReason::InvalidMarketSpec);
+    x.apply(list(9, BTC, USDT, 2, 0, LOT)).rejected(RejectReason::InvalidMarketSpec);
+    x.apply(list(9, BTC, USDT, 2, TICK, 0)).rejected(RejectReason::InvalidMarketSpec);
+    x.apply(list(9, BTC, USDT, 19, TICK, LOT)).rejected(RejectReason::InvalidMarketSpec);
+    x.apply(list(9, BTC, USDT, 0, u64::MAX, u64::MAX)).rejected(RejectReason::InvalidMarketSpec);
     // 10 cents on 0.00001 BTC is exactly 1 USDT atom.
     let r = x.apply(list(9, BTC, USDT, 2, 10, 1_000));
     assert_eq!(
         r.0,
-        vec![Event::MarketListed {
-            market: MarketId(9),
-            base: BTC,
-            quote: USDT,
-            tick_value: 1
-        }]
+        vec![Event::MarketListed { market: MarketId(9), base: BTC, quote: USDT, tick_value: 1 }]
     );
-    x.apply(Command::ListAsset {
-        asset: AssetId(9),
-        decimals: 18,
-    })
-    .ok();
+    x.apply(Command::ListAsset { asset: AssetId(9), decimals: 18 }).ok();
     assert_eq!(x.engine.markets(), vec![BTC_USDT, ETH_USDT, MarketId(9)]);
 }
 
 #[test]
 fn fee_tiers_and_accounts() {
     let mut x = Exchange::btc_usdt();
-    x.apply(Command::SetFeeTier {
-        tier: 3,
-        maker_bps: 10_001,
-        taker_bps: 0,
-    })
-    .rejected(RejectReason::InvalidFee);
-    x.apply(Command::SetFeeTier {
-        tier: 3,
-        maker_bps: 0,
-        taker_bps: 10_001,
-    })
-    .rejected(RejectReason::InvalidFee);
-    x.apply(Command::SetFeeTier {
-        tier: 3,
-        maker_bps: 10_000,
-        taker_bps: 10_000,
-    })
-    .ok();
-    x.apply(Command::CreateAccount {
-        account: AccountId(7),
-        fee_tier: 4,
-    })
-    .rejected(RejectReason::UnknownFeeTier);
-    x.apply(Command::CreateAccount {
-        account: FEES,
-        fee_tier: 0,
-    })
-    .rejected(RejectReason::ReservedAccount);
-    x.apply(Command::CreateAccount {
-        account: ALICE,
-        fee_tier: 0,
-    })
-    .rejected(RejectReason::AccountExists);
-    x.apply(Command::CreateAccount {
-        account: AccountId(7),
-        fee_tier: 3,
-    })
-    .ok();
+    x.apply(Command::SetFeeTier { tier: 3, maker_bps: 10_001, taker_bps: 0 })
+        .rejected(RejectReason::InvalidFee);
+    x.apply(Command::SetFeeTier { tier: 3, maker_bps: 0, taker_bps: 10_001 })
+        .rejected(RejectReason::InvalidFee);
+    x.apply(Command::SetFeeTier { tier: 3, maker_bps: 10_000, taker_bps: 10_000 }).ok();
+    x.apply(Command::CreateAccount { account: AccountId(7), fee_tier: 4 })
+        .rejected(RejectReason::UnknownFeeTier);
+    x.apply(Command::CreateAccount { account: FEES, fee_tier: 0 })
+        .rejected(RejectReason::ReservedAccount);
+    x.apply(Command::CreateAccount { account: ALICE, fee_tier: 0 })
+        .rejected(RejectReason::AccountExists);
+    x.apply(Command::CreateAccount { account: AccountId(7), fee_tier: 3 }).ok();
     x.fee_tier(ALICE, 4).rejected(RejectReason::UnknownFeeTier);
     x.fee_tier(FEES, 1).rejected(RejectReason::ReservedAccount);
-    x.fee_tier(AccountId(8), 1)
-        .rejected(RejectReason::UnknownAccount);
+    x.fee_tier(AccountId(8), 1).rejected(RejectReason::UnknownAccount);
     // Redefining a tier does not touch resting orders: they keep the rates they were placed with.
     x.fee_tier(ALICE, RETAIL).ok();
     x.deposit(ALICE, USDT, usdt(10)).ok();
     x.buy(ALICE, usd(30_000), lots(1)).gtc().ok();
     let held = x.balance(ALICE, USDT).1;
-    x.apply(Command::SetFeeTier {
-        tier: RETAIL,
-        maker_bps: 100,
-        taker_bps: 100,
-    })
-    .ok();
+    x.apply(Command::SetFeeTier { tier: RETAIL, maker_bps: 100, taker_bps: 100 }).ok();
     assert_eq!(x.balance(ALICE, USDT).1, held);
     x.deposit(BOB, BTC, lots(1)).ok();
     let r = x.sell(BOB, usd(30_000), lots(1)).gtc();
-    assert_eq!(
-        r.trades().next().unwrap().3,
-        3_000,
-        "maker fee at the old 10 bps"
-    );
+    assert_eq!(r.trades().next().unwrap().3, 3_000, "maker fee at the old 10 bps");
     // The fee account cannot trade.
     let mut t = x.buy(ALICE, usd(30_000), lots(1));
     t.o.account = FEES;
@@ -2374,22 +1743,14 @@ fn provoke(reason: RejectReason) -> Exchange {
     let mut x = funded();
     x.deposit(ALICE, USDT, usdt(100)).ok();
     let ask = x.sell(BOB, usd(30_000), lots(2)).cid(5).gtc().id();
-    let bid = x
-        .buy(CAROL, usd(29_000), lots(2))
-        .reserve(usd(29_500))
-        .gtc()
-        .id();
+    let bid = x.buy(CAROL, usd(29_000), lots(2)).reserve(usd(29_500)).gtc().id();
     x.sell(DAVE, usd(30_100), lots(3)).gtc().ok();
     let r = match reason {
         RejectReason::UnknownAsset => x.deposit(ALICE, AssetId(77), 1),
-        RejectReason::AssetExists => x.apply(Command::ListAsset {
-            asset: USDT,
-            decimals: 6,
-        }),
-        RejectReason::UnknownMarket => x
-            .buy(ALICE, usd(30_000), lots(1))
-            .in_market(MarketId(77))
-            .gtc(),
+        RejectReason::AssetExists => x.apply(Command::ListAsset { asset: USDT, decimals: 6 }),
+        RejectReason::UnknownMarket => {
+            x.buy(ALICE, usd(30_000), lots(1)).in_market(MarketId(77)).gtc()
+        }
         RejectReason::MarketExists => x.apply(Command::ListMarket {
             market: ETH_USDT,
             base: BTC,
@@ -2409,10 +1770,9 @@ fn provoke(reason: RejectReason) -> Exchange {
             min_notional: 0,
         }),
         RejectReason::UnknownAccount => x.buy(AccountId(77), usd(30_000), lots(1)).gtc(),
-        RejectReason::AccountExists => x.apply(Command::CreateAccount {
-            account: BOB,
-            fee_tier: 0,
-        }),
+        RejectReason::AccountExists => {
+            x.apply(Command::CreateAccount { account: BOB, fee_tier: 0 })
+        }
         RejectReason::AccountFrozen => {
             x.set_account_status(ALICE, AccountStatus::Frozen).ok();
             x.buy(ALICE, usd(30_000), lots(1)).gtc()
@@ -2440,16 +1800,13 @@ fn provoke(reason: RejectReason) -> Exchange {
         RejectReason::PriceAboveReserve => x.amend(CAROL, bid, usd(29_600), 0),
         RejectReason::AmendNoChange => x.amend(CAROL, bid, usd(29_000), lots(2)),
         RejectReason::UnknownFeeTier => x.fee_tier(ALICE, 200),
-        RejectReason::InvalidFee => x.apply(Command::SetFeeTier {
-            tier: 9,
-            maker_bps: 0,
-            taker_bps: 20_000,
-        }),
+        RejectReason::InvalidFee => {
+            x.apply(Command::SetFeeTier { tier: 9, maker_bps: 0, taker_bps: 20_000 })
+        }
         RejectReason::InvalidStatusTransition => x.set_status(BTC_USDT, MarketStatus::Trading),
-        RejectReason::InvalidDecimals => x.apply(Command::ListAsset {
-            asset: AssetId(77),
-            decimals: 200,
-        }),
+        RejectReason::InvalidDecimals => {
+            x.apply(Command::ListAsset { asset: AssetId(77), decimals: 200 })
+        }
     };
     r.rejected(reason);
     x
@@ -2460,11 +1817,7 @@ fn every_reject_reason_is_produced_and_changes_nothing() {
     let mut codes: Vec<u16> = ALL_REASONS.iter().map(|r| r.code()).collect();
     codes.sort_unstable();
     codes.dedup();
-    assert_eq!(
-        codes,
-        (1..=28).collect::<Vec<u16>>(),
-        "ALL_REASONS lists every code once"
-    );
+    assert_eq!(codes, (1..=28).collect::<Vec<u16>>(), "ALL_REASONS lists every code once");
     for reason in ALL_REASONS {
         let x = provoke(reason);
         assert!(x.rejects.contains(&reason));
@@ -2531,65 +1884,34 @@ fn huge_sizes_and_prices_are_refused_precisely_without_panics() {
     let max_price = u64::MAX / TICK * TICK;
     let max_qty = u64::MAX / LOT * LOT;
 
-    x.buy(ALICE, u64::MAX, lots(1))
-        .gtc()
-        .rejected(RejectReason::PriceOffTick);
-    x.buy(ALICE, usd(30_000), u64::MAX)
-        .gtc()
-        .rejected(RejectReason::QuantityOffLot);
+    x.buy(ALICE, u64::MAX, lots(1)).gtc().rejected(RejectReason::PriceOffTick);
+    x.buy(ALICE, usd(30_000), u64::MAX).gtc().rejected(RejectReason::QuantityOffLot);
     // One lot at the largest price is worth 18,446,744,073,709,551,600 atoms: it just fits, but
     // the fee on top does not.
-    x.buy(ALICE, max_price, lots(1))
-        .gtc()
-        .rejected(RejectReason::Overflow);
-    x.buy(ALICE, max_price, lots(2))
-        .gtc()
-        .rejected(RejectReason::Overflow);
-    x.sell(ALICE, max_price, lots(2))
-        .gtc()
-        .rejected(RejectReason::Overflow);
-    x.buy(ALICE, usd(30_000), max_qty)
-        .gtc()
-        .rejected(RejectReason::Overflow);
-    x.sell(ALICE, usd(30_000), max_qty)
-        .gtc()
-        .rejected(RejectReason::Overflow);
-    x.buy(ALICE, usd(30_000), lots(1))
-        .reserve(max_price)
-        .gtc()
-        .rejected(RejectReason::Overflow);
-    x.market_buy(ALICE, max_qty)
-        .protect(max_price)
-        .send()
-        .rejected(RejectReason::Overflow);
-    x.market_buy_quote(ALICE, u64::MAX)
-        .send()
-        .rejected(RejectReason::Overflow);
-    x.market_sell(ALICE, max_qty)
-        .send()
-        .rejected(RejectReason::InsufficientBalance);
+    x.buy(ALICE, max_price, lots(1)).gtc().rejected(RejectReason::Overflow);
+    x.buy(ALICE, max_price, lots(2)).gtc().rejected(RejectReason::Overflow);
+    x.sell(ALICE, max_price, lots(2)).gtc().rejected(RejectReason::Overflow);
+    x.buy(ALICE, usd(30_000), max_qty).gtc().rejected(RejectReason::Overflow);
+    x.sell(ALICE, usd(30_000), max_qty).gtc().rejected(RejectReason::Overflow);
+    x.buy(ALICE, usd(30_000), lots(1)).reserve(max_price).gtc().rejected(RejectReason::Overflow);
+    x.market_buy(ALICE, max_qty).protect(max_price).send().rejected(RejectReason::Overflow);
+    x.market_buy_quote(ALICE, u64::MAX).send().rejected(RejectReason::Overflow);
+    x.market_sell(ALICE, max_qty).send().rejected(RejectReason::InsufficientBalance);
     x.market_sell(ALICE, max_qty)
         .protect(max_price)
         .send()
         .rejected(RejectReason::InsufficientBalance);
-    x.withdraw(ALICE, USDT, u64::MAX)
-        .rejected(RejectReason::InsufficientBalance);
+    x.withdraw(ALICE, USDT, u64::MAX).rejected(RejectReason::InsufficientBalance);
     // A lone sell at the largest price fits (no fee is added to a sell's hold).
     let far = x.sell(ALICE, max_price, lots(1)).gtc().id();
     // Amends into overflow.
     let id = x.buy(ALICE, usd(30_000), lots(1)).gtc().id();
-    x.amend(ALICE, id, max_price, 0)
-        .rejected(RejectReason::Overflow);
-    x.amend(ALICE, id, 0, max_qty)
-        .rejected(RejectReason::Overflow);
-    x.amend(ALICE, id, u64::MAX, 0)
-        .rejected(RejectReason::PriceOffTick);
-    x.amend(ALICE, id, 0, u64::MAX)
-        .rejected(RejectReason::QuantityOffLot);
-    x.cancel(ALICE, u64::MAX)
-        .rejected(RejectReason::OrderNotFound);
-    x.cancel_cid(ALICE, u64::MAX)
-        .rejected(RejectReason::OrderNotFound);
+    x.amend(ALICE, id, max_price, 0).rejected(RejectReason::Overflow);
+    x.amend(ALICE, id, 0, max_qty).rejected(RejectReason::Overflow);
+    x.amend(ALICE, id, u64::MAX, 0).rejected(RejectReason::PriceOffTick);
+    x.amend(ALICE, id, 0, u64::MAX).rejected(RejectReason::QuantityOffLot);
+    x.cancel(ALICE, u64::MAX).rejected(RejectReason::OrderNotFound);
+    x.cancel_cid(ALICE, u64::MAX).rejected(RejectReason::OrderNotFound);
     x.cancel(ALICE, id).ok();
     x.cancel(ALICE, far).ok();
 
@@ -2601,9 +1923,7 @@ fn huge_sizes_and_prices_are_refused_precisely_without_panics() {
     assert_eq!(x.balance(ALICE, USDT).1, 0);
     // A market buy by a vast quote amount on the free tier is just more than the balance.
     x.fee_tier(ALICE, 0).ok();
-    x.market_buy_quote(ALICE, u64::MAX)
-        .send()
-        .rejected(RejectReason::InsufficientBalance);
+    x.market_buy_quote(ALICE, u64::MAX).send().rejected(RejectReason::InsufficientBalance);
     // Everything that was accepted still adds up.
     x.engine.check_invariants().unwrap();
 }
@@ -2612,16 +1932,8 @@ fn huge_sizes_and_prices_are_refused_precisely_without_panics() {
 fn the_largest_orders_that_fit_trade_exactly() {
     // A market with 0-decimal assets and tick value 1, funded up to the cap.
     let mut x = Exchange::empty();
-    x.apply(Command::ListAsset {
-        asset: AssetId(1),
-        decimals: 0,
-    })
-    .ok();
-    x.apply(Command::ListAsset {
-        asset: AssetId(2),
-        decimals: 0,
-    })
-    .ok();
+    x.apply(Command::ListAsset { asset: AssetId(1), decimals: 0 }).ok();
+    x.apply(Command::ListAsset { asset: AssetId(2), decimals: 0 }).ok();
     x.apply(Command::ListMarket {
         market: MarketId(1),
         base: AssetId(1),
@@ -2633,11 +1945,7 @@ fn the_largest_orders_that_fit_trade_exactly() {
     })
     .ok();
     for a in [ALICE, BOB] {
-        x.apply(Command::CreateAccount {
-            account: a,
-            fee_tier: 0,
-        })
-        .ok();
+        x.apply(Command::CreateAccount { account: a, fee_tier: 0 }).ok();
     }
     x.deposit(ALICE, AssetId(1), u64::MAX).ok();
     x.deposit(BOB, AssetId(2), u64::MAX).ok();
@@ -2650,12 +1958,8 @@ fn the_largest_orders_that_fit_trade_exactly() {
     assert_eq!(x.balance(ALICE, AssetId(2)), (u64::MAX, 0));
     assert_eq!(x.balance(BOB, AssetId(1)), (qty, 0));
     // One more of anything overflows.
-    x.sell(BOB, price, qty + 1)
-        .gtc()
-        .rejected(RejectReason::Overflow);
-    x.sell(BOB, price + 1, qty)
-        .gtc()
-        .rejected(RejectReason::Overflow);
+    x.sell(BOB, price, qty + 1).gtc().rejected(RejectReason::Overflow);
+    x.sell(BOB, price + 1, qty).gtc().rejected(RejectReason::Overflow);
 }
 
 // ----- base quantities within u64 -----------------------------------------------------------------
@@ -2673,26 +1977,11 @@ const ETH_MAX_LOTS: u64 = 184_467;
 fn full_eth_bids() -> (Exchange, OrderId, OrderId, OrderId) {
     assert!(eth_lots(ETH_MAX_LOTS).checked_add(ETH_LOT).is_none());
     let mut x = funded();
-    let carol = x
-        .buy(CAROL, 200_000, eth_lots(100_000))
-        .in_market(ETH_USDT)
-        .gtc()
-        .id();
-    let dave = x
-        .buy(DAVE, 199_900, eth_lots(80_000))
-        .in_market(ETH_USDT)
-        .gtc()
-        .id();
-    let bob = x
-        .buy(BOB, 199_800, eth_lots(4_467))
-        .in_market(ETH_USDT)
-        .gtc()
-        .id();
+    let carol = x.buy(CAROL, 200_000, eth_lots(100_000)).in_market(ETH_USDT).gtc().id();
+    let dave = x.buy(DAVE, 199_900, eth_lots(80_000)).in_market(ETH_USDT).gtc().id();
+    let bob = x.buy(BOB, 199_800, eth_lots(4_467)).in_market(ETH_USDT).gtc().id();
     let depth = x.engine.depth(ETH_USDT, Side::Buy, usize::MAX);
-    assert_eq!(
-        depth.iter().map(|l| l.quantity).sum::<u64>(),
-        eth_lots(ETH_MAX_LOTS)
-    );
+    assert_eq!(depth.iter().map(|l| l.quantity).sum::<u64>(), eth_lots(ETH_MAX_LOTS));
     (x, carol, dave, bob)
 }
 
@@ -2701,81 +1990,42 @@ fn a_book_side_holds_at_most_u64_max_base_atoms() {
     let (mut x, _, _, bob) = full_eth_bids();
     // More, at any price, and the side's total would not fit: refused.
     for price in [200_000, 199_800, 150_000] {
-        x.buy(DAVE, price, eth_lots(10))
-            .in_market(ETH_USDT)
-            .gtc()
-            .rejected(RejectReason::Overflow);
+        x.buy(DAVE, price, eth_lots(10)).in_market(ETH_USDT).gtc().rejected(RejectReason::Overflow);
     }
     // Overflow comes before the minimum order value (one lot at $1 is 100 atoms) and before
     // the balance (Alice has nothing), as it does for any other overflow.
-    x.buy(DAVE, 100, eth_lots(1))
-        .in_market(ETH_USDT)
-        .post_only()
-        .rejected(RejectReason::Overflow);
-    x.buy(ALICE, 200_000, eth_lots(1))
-        .in_market(ETH_USDT)
-        .gtc()
-        .rejected(RejectReason::Overflow);
+    x.buy(DAVE, 100, eth_lots(1)).in_market(ETH_USDT).post_only().rejected(RejectReason::Overflow);
+    x.buy(ALICE, 200_000, eth_lots(1)).in_market(ETH_USDT).gtc().rejected(RejectReason::Overflow);
     // Orders that never rest are not limited by it, and neither is the other side.
-    let r = x
-        .buy(DAVE, 200_000, eth_lots(10_000))
-        .in_market(ETH_USDT)
-        .ioc();
+    let r = x.buy(DAVE, 200_000, eth_lots(10_000)).in_market(ETH_USDT).ioc();
     assert_eq!(r.done(), (DoneReason::Expired, 0, eth_lots(10_000)));
-    let r = x
-        .buy(DAVE, 200_000, eth_lots(10_000))
-        .in_market(ETH_USDT)
-        .fok();
+    let r = x.buy(DAVE, 200_000, eth_lots(10_000)).in_market(ETH_USDT).fok();
     assert_eq!(r.done(), (DoneReason::FokUnfilled, 0, eth_lots(10_000)));
-    let r = x
-        .market_buy(DAVE, eth_lots(10_000))
-        .protect(200_000)
-        .in_market(ETH_USDT)
-        .send();
+    let r = x.market_buy(DAVE, eth_lots(10_000)).protect(200_000).in_market(ETH_USDT).send();
     assert_eq!(r.done(), (DoneReason::Expired, 0, eth_lots(10_000)));
     x.deposit(BOB, ETH, eth_lots(100_000)).ok();
-    x.sell(BOB, 210_000, eth_lots(100_000))
-        .in_market(ETH_USDT)
-        .gtc()
-        .ok();
+    x.sell(BOB, 210_000, eth_lots(100_000)).in_market(ETH_USDT).gtc().ok();
     // A trade makes room for what it took (so a small bid gets as far as the minimum order
     // value), a cancel for what it removes.
     x.deposit(CAROL, ETH, eth_lots(10)).ok();
-    let r = x
-        .sell(CAROL, 199_000, eth_lots(10))
-        .in_market(ETH_USDT)
-        .gtc();
+    let r = x.sell(CAROL, 199_000, eth_lots(10)).in_market(ETH_USDT).gtc();
     assert_eq!(r.done(), (DoneReason::Filled, eth_lots(10), 0));
     x.buy(DAVE, 100, eth_lots(1))
         .in_market(ETH_USDT)
         .gtc()
         .rejected(RejectReason::BelowMinNotional);
-    x.buy(DAVE, 150_000, eth_lots(10))
-        .in_market(ETH_USDT)
-        .gtc()
-        .ok();
-    x.buy(DAVE, 150_000, eth_lots(10))
-        .in_market(ETH_USDT)
-        .gtc()
-        .rejected(RejectReason::Overflow);
+    x.buy(DAVE, 150_000, eth_lots(10)).in_market(ETH_USDT).gtc().ok();
+    x.buy(DAVE, 150_000, eth_lots(10)).in_market(ETH_USDT).gtc().rejected(RejectReason::Overflow);
     x.cancel(BOB, bob).ok();
-    x.buy(DAVE, 150_000, eth_lots(4_467))
-        .in_market(ETH_USDT)
-        .gtc()
-        .ok();
-    x.buy(DAVE, 150_000, eth_lots(10))
-        .in_market(ETH_USDT)
-        .gtc()
-        .rejected(RejectReason::Overflow);
+    x.buy(DAVE, 150_000, eth_lots(4_467)).in_market(ETH_USDT).gtc().ok();
+    x.buy(DAVE, 150_000, eth_lots(10)).in_market(ETH_USDT).gtc().rejected(RejectReason::Overflow);
 }
 
 #[test]
 fn an_amend_keeps_its_side_within_u64_max_base_atoms() {
     let (mut x, carol, dave, bob) = full_eth_bids();
-    x.amend(CAROL, carol, 0, eth_lots(100_001))
-        .rejected(RejectReason::Overflow);
-    x.amend(BOB, bob, 199_700, eth_lots(4_468))
-        .rejected(RejectReason::Overflow);
+    x.amend(CAROL, carol, 0, eth_lots(100_001)).rejected(RejectReason::Overflow);
+    x.amend(BOB, bob, 199_700, eth_lots(4_468)).rejected(RejectReason::Overflow);
     // The same quantity elsewhere is fine: the order's own leaves do not count twice.
     x.amend(CAROL, carol, 199_950, 0).ok();
     // Dave makes room for 1,000 lots, Carol takes exactly that.
@@ -2787,31 +2037,19 @@ fn an_amend_keeps_its_side_within_u64_max_base_atoms() {
     // Overflow comes before the balance: Bob could not pay for more anyway.
     let free = x.balance(BOB, USDT).0;
     x.withdraw(BOB, USDT, free).ok();
-    x.amend(BOB, bob, 0, eth_lots(4_468))
-        .rejected(RejectReason::Overflow);
+    x.amend(BOB, bob, 0, eth_lots(4_468)).rejected(RejectReason::Overflow);
     x.amend(BOB, bob, 0, eth_lots(4_000)).ok();
 }
 
 #[test]
 fn an_amend_keeps_the_orders_quantity_within_u64_max_base_atoms() {
     let mut x = funded();
-    let bid = x
-        .buy(CAROL, 200_000, eth_lots(180_000))
-        .in_market(ETH_USDT)
-        .gtc()
-        .id();
+    let bid = x.buy(CAROL, 200_000, eth_lots(180_000)).in_market(ETH_USDT).gtc().id();
     // Bob sells Carol 10 lots, and Carol's own sell takes 10 more off by decrement.
     x.deposit(BOB, ETH, eth_lots(10)).ok();
-    x.sell(BOB, 200_000, eth_lots(10))
-        .in_market(ETH_USDT)
-        .gtc()
-        .ok();
+    x.sell(BOB, 200_000, eth_lots(10)).in_market(ETH_USDT).gtc().ok();
     x.deposit(CAROL, ETH, eth_lots(10)).ok();
-    let r = x
-        .sell(CAROL, 200_000, eth_lots(10))
-        .in_market(ETH_USDT)
-        .stp(StpMode::Decrement)
-        .gtc();
+    let r = x.sell(CAROL, 200_000, eth_lots(10)).in_market(ETH_USDT).stp(StpMode::Decrement).gtc();
     assert_eq!(r.done(), (DoneReason::SelfTrade, 0, eth_lots(10)));
     let view = x.engine.order(bid).unwrap();
     assert_eq!(
@@ -2820,19 +2058,14 @@ fn an_amend_keeps_the_orders_quantity_within_u64_max_base_atoms() {
     );
     // The book side could take ETH_MAX_LOTS - 19 lots, but with the lots filled and the lots
     // decremented the order's quantity would not fit in u64 wei.
-    x.amend(CAROL, bid, 0, eth_lots(ETH_MAX_LOTS - 19))
-        .rejected(RejectReason::Overflow);
+    x.amend(CAROL, bid, 0, eth_lots(ETH_MAX_LOTS - 19)).rejected(RejectReason::Overflow);
     x.amend(CAROL, bid, 0, eth_lots(ETH_MAX_LOTS - 20)).ok();
     let view = x.engine.order(bid).unwrap();
     assert_eq!(view.quantity, eth_lots(ETH_MAX_LOTS));
     let r = x.cancel(CAROL, bid);
     assert_eq!(
         r.done_of(bid),
-        Some((
-            DoneReason::Cancelled,
-            eth_lots(10),
-            eth_lots(ETH_MAX_LOTS - 10)
-        ))
+        Some((DoneReason::Cancelled, eth_lots(10), eth_lots(ETH_MAX_LOTS - 10)))
     );
 }
 
@@ -2843,10 +2076,7 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     fn below(&mut self, n: u64) -> u64 {
@@ -2875,41 +2105,23 @@ fn book_seq_counts_every_book_change_without_gaps() {
     for step in 0..3_000u64 {
         let a = traders[rng.below(3) as usize];
         let (market, price, qty) = if rng.below(4) == 0 {
-            (
-                ETH_USDT,
-                200_000 + rng.below(20) * 100,
-                (10 + rng.below(20)) * ETH_LOT,
-            )
+            (ETH_USDT, 200_000 + rng.below(20) * 100, (10 + rng.below(20)) * ETH_LOT)
         } else {
-            (
-                BTC_USDT,
-                usd(30_000 + rng.below(20)),
-                lots(1 + rng.below(5)),
-            )
+            (BTC_USDT, usd(30_000 + rng.below(20)), lots(1 + rng.below(5)))
         };
-        let side = if rng.below(2) == 0 {
-            Side::Buy
-        } else {
-            Side::Sell
-        };
+        let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
         let stp = stps[rng.below(5) as usize];
         let r = match rng.below(10) {
             0..=3 => {
-                let mut t = if side == Side::Buy {
-                    x.buy(a, price, qty)
-                } else {
-                    x.sell(a, price, qty)
-                };
+                let mut t =
+                    if side == Side::Buy { x.buy(a, price, qty) } else { x.sell(a, price, qty) };
                 t.o.market = market;
                 t.o.stp = stp;
                 t.gtc()
             }
             4 => {
-                let mut t = if side == Side::Buy {
-                    x.buy(a, price, qty)
-                } else {
-                    x.sell(a, price, qty)
-                };
+                let mut t =
+                    if side == Side::Buy { x.buy(a, price, qty) } else { x.sell(a, price, qty) };
                 t.o.market = market;
                 t.o.stp = stp;
                 if rng.below(2) == 0 {
@@ -2919,11 +2131,8 @@ fn book_seq_counts_every_book_change_without_gaps() {
                 }
             }
             5 => {
-                let mut t = if side == Side::Buy {
-                    x.market_buy(a, qty)
-                } else {
-                    x.market_sell(a, qty)
-                };
+                let mut t =
+                    if side == Side::Buy { x.market_buy(a, qty) } else { x.market_sell(a, qty) };
                 t.o.market = market;
                 t.o.stp = stp;
                 t.send()
@@ -2934,18 +2143,9 @@ fn book_seq_counts_every_book_change_without_gaps() {
                     continue;
                 }
                 let o = open[rng.below(open.len() as u64) as usize];
-                let (tick, lot) = if o.market == BTC_USDT {
-                    (TICK, LOT)
-                } else {
-                    (100, ETH_LOT)
-                };
+                let (tick, lot) = if o.market == BTC_USDT { (TICK, LOT) } else { (100, ETH_LOT) };
                 match rng.below(3) {
-                    0 => x.amend(
-                        a,
-                        o.order_id,
-                        0,
-                        (o.leaves_quantity / lot).div_ceil(2) * lot,
-                    ),
+                    0 => x.amend(a, o.order_id, 0, (o.leaves_quantity / lot).div_ceil(2) * lot),
                     1 => x.amend(a, o.order_id, o.price + tick * rng.below(3) - tick, 0),
                     _ => x.amend(a, o.order_id, 0, o.leaves_quantity + lot),
                 }
@@ -2959,14 +2159,7 @@ fn book_seq_counts_every_book_change_without_gaps() {
             }
             _ => {
                 if step % 50 == 0 {
-                    x.cancel_all(
-                        a,
-                        if rng.below(2) == 0 {
-                            Some(market)
-                        } else {
-                            None
-                        },
-                    )
+                    x.cancel_all(a, if rng.below(2) == 0 { Some(market) } else { None })
                 } else {
                     continue;
                 }
@@ -2987,8 +2180,5 @@ fn book_seq_counts_every_book_change_without_gaps() {
     let resting = x.engine.book_orders(BTC_USDT, Side::Buy).len()
         + x.engine.book_orders(BTC_USDT, Side::Sell).len();
     x.set_status(BTC_USDT, MarketStatus::Delisted).ok();
-    assert_eq!(
-        x.engine.market(BTC_USDT).unwrap().book_seq,
-        before + resting as u64
-    );
+    assert_eq!(x.engine.market(BTC_USDT).unwrap().book_seq, before + resting as u64);
 }

@@ -40,11 +40,7 @@ fn order_type() -> impl Strategy<Value = OrderType> {
 }
 
 fn tif() -> impl Strategy<Value = TimeInForce> {
-    prop_oneof![
-        Just(TimeInForce::Gtc),
-        Just(TimeInForce::Ioc),
-        Just(TimeInForce::Fok)
-    ]
+    prop_oneof![Just(TimeInForce::Gtc), Just(TimeInForce::Ioc), Just(TimeInForce::Fok)]
 }
 
 fn stp() -> impl Strategy<Value = StpMode> {
@@ -93,14 +89,7 @@ fn order_ref() -> impl Strategy<Value = OrderRef> {
 
 fn new_order() -> impl Strategy<Value = NewOrder> {
     (
-        (
-            account(),
-            market(),
-            prop_oneof![0u64..8, any::<u64>()],
-            side(),
-            order_type(),
-            tif(),
-        ),
+        (account(), market(), prop_oneof![0u64..8, any::<u64>()], side(), order_type(), tif()),
         (any::<bool>(), stp(), num64(), num64(), num64(), num64()),
     )
         .prop_map(
@@ -128,13 +117,7 @@ fn new_order() -> impl Strategy<Value = NewOrder> {
 /// the resting orders, any type, flags and self-trade mode.
 fn plausible_order() -> impl Strategy<Value = NewOrder> {
     (
-        (
-            1u64..=3,
-            prop_oneof![
-                Just((10u32, 25u64, 2000u64, 100u64)),
-                Just((20, 10, 10_000, 50))
-            ],
-        ),
+        (1u64..=3, prop_oneof![Just((10u32, 25u64, 2000u64, 100u64)), Just((20, 10, 10_000, 50))]),
         (
             prop_oneof![3 => Just(0u64), 1 => 6u64..12],
             side(),
@@ -143,12 +126,7 @@ fn plausible_order() -> impl Strategy<Value = NewOrder> {
             prop::bool::weighted(0.2),
             stp(),
         ),
-        (
-            -6i64..=6,
-            1u64..12,
-            prop_oneof![Just(0u64), 1u64..5_000_000],
-            prop::bool::weighted(0.2),
-        ),
+        (-6i64..=6, 1u64..12, prop_oneof![Just(0u64), 1u64..5_000_000], prop::bool::weighted(0.2)),
     )
         .prop_map(
             |(
@@ -278,18 +256,9 @@ fn seeded_engine() -> &'static Engine {
     ENGINE.get_or_init(|| {
         let mut e = Engine::default();
         let mut cmds = vec![
-            Command::ListAsset {
-                asset: AssetId(1),
-                decimals: 8,
-            },
-            Command::ListAsset {
-                asset: AssetId(2),
-                decimals: 6,
-            },
-            Command::ListAsset {
-                asset: AssetId(3),
-                decimals: 2,
-            },
+            Command::ListAsset { asset: AssetId(1), decimals: 8 },
+            Command::ListAsset { asset: AssetId(2), decimals: 6 },
+            Command::ListAsset { asset: AssetId(3), decimals: 2 },
             Command::ListMarket {
                 market: MarketId(10),
                 base: AssetId(1),
@@ -308,35 +277,19 @@ fn seeded_engine() -> &'static Engine {
                 lot_size: 10_000,
                 min_notional: 0,
             },
-            Command::SetFeeTier {
-                tier: 1,
-                maker_bps: 10,
-                taker_bps: 30,
-            },
-            Command::SetFeeTier {
-                tier: 2,
-                maker_bps: 45,
-                taker_bps: 7,
-            },
+            Command::SetFeeTier { tier: 1, maker_bps: 10, taker_bps: 30 },
+            Command::SetFeeTier { tier: 2, maker_bps: 45, taker_bps: 7 },
         ];
         for a in 1..=3u64 {
             let account = AccountId(a);
-            cmds.push(Command::CreateAccount {
-                account,
-                fee_tier: (a % 3) as u8,
-            });
+            cmds.push(Command::CreateAccount { account, fee_tier: (a % 3) as u8 });
             for (asset, amount) in [(1, 1_000_000), (2, 100_000_000), (3, 1_000_000)] {
-                cmds.push(Command::Deposit {
-                    account,
-                    asset: AssetId(asset),
-                    amount,
-                });
+                cmds.push(Command::Deposit { account, asset: AssetId(asset), amount });
             }
         }
         let mut next_client = [0u64; 3];
-        for (i, (market, tick, lot, mid)) in [(10u32, 25u64, 2000u64, 100u64), (20, 10, 10_000, 50)]
-            .into_iter()
-            .enumerate()
+        for (i, (market, tick, lot, mid)) in
+            [(10u32, 25u64, 2000u64, 100u64), (20, 10, 10_000, 50)].into_iter().enumerate()
         {
             for k in 1..=4u64 {
                 for (side, price) in [(Side::Buy, mid - k), (Side::Sell, mid + k)] {
@@ -366,10 +319,7 @@ fn seeded_engine() -> &'static Engine {
         for c in &cmds {
             out.clear();
             e.apply(c, &mut out);
-            assert!(
-                !matches!(out[0], Event::Rejected { .. }),
-                "seeding {c:?}: {out:?}"
-            );
+            assert!(!matches!(out[0], Event::Rejected { .. }), "seeding {c:?}: {out:?}");
         }
         e.check_invariants().unwrap();
         e
@@ -383,22 +333,10 @@ fn apply_checked(engine: &mut Engine, cmd: &Command) -> Result<(), TestCaseError
     engine.apply(cmd, &mut out);
     prop_assert!(!out.is_empty(), "{:?} produced no event", cmd);
     if let [Event::Rejected { .. }] = out.as_slice() {
-        prop_assert_eq!(
-            before,
-            engine.state_hash(),
-            "rejected {:?} changed the state",
-            cmd
-        );
+        prop_assert_eq!(before, engine.state_hash(), "rejected {:?} changed the state", cmd);
     }
-    let rejects = out
-        .iter()
-        .filter(|e| matches!(e, Event::Rejected { .. }))
-        .count();
-    prop_assert!(
-        rejects == 0 || out.len() == 1,
-        "a Rejected event among others: {:?}",
-        out
-    );
+    let rejects = out.iter().filter(|e| matches!(e, Event::Rejected { .. })).count();
+    prop_assert!(rejects == 0 || out.len() == 1, "a Rejected event among others: {:?}", out);
     if let Err(e) = engine.check_invariants() {
         return Err(TestCaseError::fail(format!("after {cmd:?} ({out:?}): {e}")));
     }
@@ -499,30 +437,19 @@ fn json_fills_in_defaults() {
     let json = r#"{"type":"place_order","account":1,"market":10,"side":"buy",
                    "order_type":"limit","price":2500,"quantity":2000}"#;
     let cmd: Command = serde_json::from_str(json).unwrap();
-    let Command::PlaceOrder(o) = cmd else {
-        panic!("{cmd:?}")
-    };
+    let Command::PlaceOrder(o) = cmd else { panic!("{cmd:?}") };
     assert_eq!(o.client_order_id, 0);
     assert_eq!(o.time_in_force, TimeInForce::Gtc);
     assert!(!o.post_only);
     assert_eq!(o.stp, StpMode::None);
     assert_eq!((o.quote_quantity, o.reserve_price), (0, 0));
     let cancel: Command = serde_json::from_str(r#"{"type":"cancel_all","account":3}"#).unwrap();
-    assert_eq!(
-        cancel,
-        Command::CancelAll {
-            account: AccountId(3),
-            market: None
-        }
-    );
+    assert_eq!(cancel, Command::CancelAll { account: AccountId(3), market: None });
     let by_client: Command =
         serde_json::from_str(r#"{"type":"cancel_order","account":3,"order":{"client":7}}"#)
             .unwrap();
     assert_eq!(
         by_client,
-        Command::CancelOrder {
-            account: AccountId(3),
-            order: OrderRef::Client(7)
-        }
+        Command::CancelOrder { account: AccountId(3), order: OrderRef::Client(7) }
     );
 }

@@ -63,10 +63,7 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     fn below(&mut self, n: u64) -> u64 {
@@ -105,29 +102,14 @@ struct Bench {
 
 impl Bench {
     fn new() -> Self {
-        let mut engine = Engine::new(EngineConfig {
-            order_capacity: 1 << 16,
-            levels_per_side: 1024,
-        });
+        let mut engine =
+            Engine::new(EngineConfig { order_capacity: 1 << 16, levels_per_side: 1024 });
         let mut out = Vec::new();
         let mut setup = vec![
-            Command::SetFeeTier {
-                tier: 1,
-                maker_bps: 10,
-                taker_bps: 20,
-            },
-            Command::ListAsset {
-                asset: AssetId(1),
-                decimals: 0,
-            },
-            Command::ListAsset {
-                asset: AssetId(2),
-                decimals: 0,
-            },
-            Command::ListAsset {
-                asset: AssetId(3),
-                decimals: 0,
-            },
+            Command::SetFeeTier { tier: 1, maker_bps: 10, taker_bps: 20 },
+            Command::ListAsset { asset: AssetId(1), decimals: 0 },
+            Command::ListAsset { asset: AssetId(2), decimals: 0 },
+            Command::ListAsset { asset: AssetId(3), decimals: 0 },
         ];
         for (i, m) in MARKETS.into_iter().enumerate() {
             setup.push(Command::ListMarket {
@@ -141,10 +123,7 @@ impl Bench {
             });
         }
         for a in 1..=ACCOUNTS {
-            setup.push(Command::CreateAccount {
-                account: AccountId(a),
-                fee_tier: (a % 2) as u8,
-            });
+            setup.push(Command::CreateAccount { account: AccountId(a), fee_tier: (a % 2) as u8 });
             for asset in 1..=3 {
                 setup.push(Command::Deposit {
                     account: AccountId(a),
@@ -156,10 +135,7 @@ impl Bench {
         for cmd in &setup {
             out.clear();
             engine.apply(cmd, &mut out);
-            assert!(
-                !matches!(out[0], Event::Rejected { .. }),
-                "{cmd:?}: {out:?}"
-            );
+            assert!(!matches!(out[0], Event::Rejected { .. }), "{cmd:?}: {out:?}");
         }
         out.clear();
         // The caller's buffer: large enough for any single command of this workload.
@@ -179,11 +155,7 @@ impl Bench {
 
     fn place(&mut self, account: AccountId, market: MarketId) -> Command {
         let r = &mut self.rng;
-        let side = if r.below(2) == 0 {
-            Side::Buy
-        } else {
-            Side::Sell
-        };
+        let side = if r.below(2) == 0 { Side::Buy } else { Side::Sell };
         let qty = 1 + r.below(10);
         let stp = STPS[r.below(5) as usize];
         let cid = if r.below(4) == 0 {
@@ -210,11 +182,7 @@ impl Bench {
             // Passive: rests on its own side of the mid.
             0..=59 => {
                 let off = 1 + r.below(100);
-                o.price = if side == Side::Buy {
-                    MID - off
-                } else {
-                    MID + off
-                };
+                o.price = if side == Side::Buy { MID - off } else { MID + off };
                 o.post_only = r.below(8) == 0;
                 if side == Side::Buy && r.below(4) == 0 {
                     o.reserve_price = o.price + r.below(10);
@@ -223,22 +191,14 @@ impl Bench {
             // Aggressive IOC through a few levels.
             60..=79 => {
                 let off = r.below(20);
-                o.price = if side == Side::Buy {
-                    MID + off
-                } else {
-                    MID - off
-                };
+                o.price = if side == Side::Buy { MID + off } else { MID - off };
                 o.quantity = 1 + r.below(40);
                 o.time_in_force = TimeInForce::Ioc;
             }
             // Aggressive FOK.
             80..=87 => {
                 let off = r.below(10);
-                o.price = if side == Side::Buy {
-                    MID + off
-                } else {
-                    MID - off
-                };
+                o.price = if side == Side::Buy { MID + off } else { MID - off };
                 o.quantity = 1 + r.below(30);
                 o.time_in_force = TimeInForce::Fok;
             }
@@ -249,11 +209,7 @@ impl Bench {
                 o.quantity = 1 + r.below(30);
                 if r.below(2) == 0 {
                     let off = r.below(20);
-                    o.price = if side == Side::Buy {
-                        MID + off
-                    } else {
-                        MID - off
-                    };
+                    o.price = if side == Side::Buy { MID + off } else { MID - off };
                 } else if side == Side::Buy && r.below(2) == 0 {
                     o.quantity = 0;
                     o.quote_quantity = MID * (1 + r.below(30));
@@ -262,11 +218,7 @@ impl Bench {
             // Crossing GTC: trades, then rests its remainder.
             _ => {
                 let off = r.below(5);
-                o.price = if side == Side::Buy {
-                    MID + off
-                } else {
-                    MID - off
-                };
+                o.price = if side == Side::Buy { MID + off } else { MID - off };
                 o.quantity = 1 + r.below(20);
             }
         }
@@ -279,11 +231,7 @@ impl Bench {
             return None;
         }
         let i = self.rng.below(self.ids.len() as u64) as usize;
-        Some(if remove {
-            self.ids.swap_remove(i)
-        } else {
-            self.ids[i]
-        })
+        Some(if remove { self.ids.swap_remove(i) } else { self.ids[i] })
     }
 
     fn next_command(&mut self) -> Command {
@@ -306,10 +254,7 @@ impl Bench {
                         }
                     }
                 }
-                Command::CancelOrder {
-                    account,
-                    order: OrderRef::Id(id),
-                }
+                Command::CancelOrder { account, order: OrderRef::Id(id) }
             }
             650..=849 => {
                 let Some((id, account)) = self.pick(false) else {
@@ -330,34 +275,15 @@ impl Bench {
                     1 => (0, o.leaves_quantity + 1 + r.below(3)),
                     2 => {
                         let step = 1 + r.below(3);
-                        let p = if r.below(2) == 0 {
-                            o.price + step
-                        } else {
-                            o.price - step
-                        };
+                        let p = if r.below(2) == 0 { o.price + step } else { o.price - step };
                         (p, 0)
                     }
                     // Across the mid: trades.
-                    _ => (
-                        if o.side == Side::Buy {
-                            MID + r.below(3)
-                        } else {
-                            MID - r.below(3)
-                        },
-                        0,
-                    ),
+                    _ => (if o.side == Side::Buy { MID + r.below(3) } else { MID - r.below(3) }, 0),
                 };
-                Command::AmendOrder {
-                    account,
-                    order: OrderRef::Id(id),
-                    new_price,
-                    new_quantity,
-                }
+                Command::AmendOrder { account, order: OrderRef::Id(id), new_price, new_quantity }
             }
-            999 => Command::CancelAll {
-                account,
-                market: Some(market),
-            },
+            999 => Command::CancelAll { account, market: Some(market) },
             _ => self.place(account, market),
         }
     }
@@ -372,12 +298,9 @@ impl Bench {
                 Event::Rejected { .. } => self.rejects += 1,
                 Event::Trade { .. } => self.trades += 1,
                 Event::Book { .. } => self.book_events += 1,
-                Event::Accepted {
-                    order_id,
-                    account,
-                    time_in_force: TimeInForce::Gtc,
-                    ..
-                } if self.ids.len() < self.ids.capacity() => {
+                Event::Accepted { order_id, account, time_in_force: TimeInForce::Gtc, .. }
+                    if self.ids.len() < self.ids.capacity() =>
+                {
                     self.ids.push((order_id, account));
                 }
                 _ => {}
@@ -409,26 +332,17 @@ fn steady_state_trading_does_not_allocate() {
     let allocated = allocations() - before;
 
     b.engine.check_invariants().unwrap();
-    let (trades, book_events, rejects) = (
-        b.trades - warm.0,
-        b.book_events - warm.1,
-        b.rejects - warm.2,
-    );
+    let (trades, book_events, rejects) =
+        (b.trades - warm.0, b.book_events - warm.1, b.rejects - warm.2);
     println!(
         "{MEASURED} commands: {trades} trades, {book_events} book events, {rejects} rejects, \
          {} open orders, at most {} events per command, {allocated} allocations",
         b.engine.open_order_count(),
         b.max_events,
     );
-    assert!(
-        trades > 10_000 && book_events > 50_000,
-        "the workload trades"
-    );
+    assert!(trades > 10_000 && book_events > 50_000, "the workload trades");
     assert!(b.engine.open_order_count() > 500, "the book has depth");
-    assert_eq!(
-        allocated, 0,
-        "first allocating command: #{first_allocating:?} of the measured run"
-    );
+    assert_eq!(allocated, 0, "first allocating command: #{first_allocating:?} of the measured run");
 }
 
 /// `FxHashMap` (hashbrown) with a reserved capacity: inserting fresh keys and removing old ones

@@ -38,18 +38,9 @@ const MARKETS: [u32; 4] = [10, 20, 30, 99];
 /// Commands every stream starts with.
 fn setup() -> Vec<Command> {
     let mut v = vec![
-        Command::ListAsset {
-            asset: BTC,
-            decimals: 8,
-        },
-        Command::ListAsset {
-            asset: USD,
-            decimals: 6,
-        },
-        Command::ListAsset {
-            asset: CENTS,
-            decimals: 2,
-        },
+        Command::ListAsset { asset: BTC, decimals: 8 },
+        Command::ListAsset { asset: USD, decimals: 6 },
+        Command::ListAsset { asset: CENTS, decimals: 2 },
         Command::ListMarket {
             market: M1,
             base: BTC,
@@ -68,47 +59,18 @@ fn setup() -> Vec<Command> {
             lot_size: 10_000,
             min_notional: 0,
         },
-        Command::SetFeeTier {
-            tier: 1,
-            maker_bps: 10,
-            taker_bps: 30,
-        },
-        Command::SetFeeTier {
-            tier: 2,
-            maker_bps: 45,
-            taker_bps: 7,
-        },
-        Command::CreateAccount {
-            account: AccountId(1),
-            fee_tier: 1,
-        },
-        Command::CreateAccount {
-            account: AccountId(2),
-            fee_tier: 2,
-        },
-        Command::CreateAccount {
-            account: AccountId(3),
-            fee_tier: 0,
-        },
+        Command::SetFeeTier { tier: 1, maker_bps: 10, taker_bps: 30 },
+        Command::SetFeeTier { tier: 2, maker_bps: 45, taker_bps: 7 },
+        Command::CreateAccount { account: AccountId(1), fee_tier: 1 },
+        Command::CreateAccount { account: AccountId(2), fee_tier: 2 },
+        Command::CreateAccount { account: AccountId(3), fee_tier: 0 },
     ];
     // Rich, middling and poor, so that budgets and balances run out now and then.
     for (a, scale) in [(1, 100), (2, 10), (3, 1)] {
         let account = AccountId(a);
-        v.push(Command::Deposit {
-            account,
-            asset: BTC,
-            amount: 4_000 * scale,
-        });
-        v.push(Command::Deposit {
-            account,
-            asset: USD,
-            amount: 60_000 * scale,
-        });
-        v.push(Command::Deposit {
-            account,
-            asset: CENTS,
-            amount: 300 * scale,
-        });
+        v.push(Command::Deposit { account, asset: BTC, amount: 4_000 * scale });
+        v.push(Command::Deposit { account, asset: USD, amount: 60_000 * scale });
+        v.push(Command::Deposit { account, asset: CENTS, amount: 300 * scale });
     }
     v
 }
@@ -263,10 +225,7 @@ enum Op {
 }
 
 fn tick_lot(model: &Model, market: MarketId) -> (u64, u64) {
-    model
-        .markets
-        .get(&market)
-        .map_or((1, 1), |m| (m.tick, m.lot))
+    model.markets.get(&market).map_or((1, 1), |m| (m.tick, m.lot))
 }
 
 fn price_of(sel: PriceSel, tick: u64, mid: u64, same: u64) -> u64 {
@@ -364,24 +323,12 @@ fn order_ref(model: &Model, account: AccountId, target: Target) -> OrderRef {
 
 fn concretize(op: &Op, model: &Model) -> Command {
     match *op {
-        Op::Deposit {
-            account,
-            asset,
-            amount,
-        } => Command::Deposit {
-            account: AccountId(account),
-            asset: AssetId(asset),
-            amount,
-        },
-        Op::Withdraw {
-            account,
-            asset,
-            amount,
-        } => Command::Withdraw {
-            account: AccountId(account),
-            asset: AssetId(asset),
-            amount,
-        },
+        Op::Deposit { account, asset, amount } => {
+            Command::Deposit { account: AccountId(account), asset: AssetId(asset), amount }
+        }
+        Op::Withdraw { account, asset, amount } => {
+            Command::Withdraw { account: AccountId(account), asset: AssetId(asset), amount }
+        }
         Op::Place(p) => {
             let market = MarketId(p.market);
             let (tick, lot) = tick_lot(model, market);
@@ -453,92 +400,56 @@ fn concretize(op: &Op, model: &Model) -> Command {
         }
         Op::Cancel { account, target } => {
             let account = AccountId(account);
-            Command::CancelOrder {
-                account,
-                order: order_ref(model, account, target),
-            }
+            Command::CancelOrder { account, order: order_ref(model, account, target) }
         }
-        Op::CancelAll { account, market } => Command::CancelAll {
-            account: AccountId(account),
-            market: market.map(MarketId),
-        },
-        Op::Amend {
-            account,
-            target,
-            price,
-            qty,
-        } => {
+        Op::CancelAll { account, market } => {
+            Command::CancelAll { account: AccountId(account), market: market.map(MarketId) }
+        }
+        Op::Amend { account, target, price, qty } => {
             let account = AccountId(account);
             let order = order_ref(model, account, target);
             let target = match order {
                 OrderRef::Id(id) => model.orders.get(&id),
-                OrderRef::Client(c) => model
-                    .orders
-                    .values()
-                    .find(|o| o.account == account && o.client_id == c),
+                OrderRef::Client(c) => {
+                    model.orders.values().find(|o| o.account == account && o.client_id == c)
+                }
             };
             let (market, cur_price, leaves, used, others) = target.map_or((M1, 0, 0, 0, 0), |o| {
                 let side = side_total(model, o.market, o.side);
-                (
-                    o.market,
-                    o.price,
-                    o.leaves,
-                    o.filled + o.decremented,
-                    side - o.leaves,
-                )
+                (o.market, o.price, o.leaves, o.filled + o.decremented, side - o.leaves)
             });
             let (tick, lot) = tick_lot(model, market);
             let new_price = price.map_or(0, |s| price_of(s, tick, mid_ticks(market), cur_price));
             let new_quantity = qty.map_or(0, |s| qty_of(s, lot, leaves, used, others));
-            Command::AmendOrder {
-                account,
-                order,
-                new_price,
-                new_quantity,
+            Command::AmendOrder { account, order, new_price, new_quantity }
+        }
+        Op::MarketStatus { market, status } => {
+            Command::SetMarketStatus { market: MarketId(market), status }
+        }
+        Op::FeeTier { tier, maker, taker } => {
+            Command::SetFeeTier { tier, maker_bps: maker, taker_bps: taker }
+        }
+        Op::AccountTier { account, tier } => {
+            Command::SetAccountFeeTier { account: AccountId(account), fee_tier: tier }
+        }
+        Op::AccountStatus { account, status } => {
+            Command::SetAccountStatus { account: AccountId(account), status }
+        }
+        Op::CreateAccount { account, tier } => {
+            Command::CreateAccount { account: AccountId(account), fee_tier: tier }
+        }
+        Op::ListAsset { asset, decimals } => Command::ListAsset { asset: AssetId(asset), decimals },
+        Op::ListMarket { market, base, quote, price_decimals, tick, lot, min } => {
+            Command::ListMarket {
+                market: MarketId(market),
+                base: AssetId(base),
+                quote: AssetId(quote),
+                price_decimals,
+                tick_size: tick,
+                lot_size: lot,
+                min_notional: min,
             }
         }
-        Op::MarketStatus { market, status } => Command::SetMarketStatus {
-            market: MarketId(market),
-            status,
-        },
-        Op::FeeTier { tier, maker, taker } => Command::SetFeeTier {
-            tier,
-            maker_bps: maker,
-            taker_bps: taker,
-        },
-        Op::AccountTier { account, tier } => Command::SetAccountFeeTier {
-            account: AccountId(account),
-            fee_tier: tier,
-        },
-        Op::AccountStatus { account, status } => Command::SetAccountStatus {
-            account: AccountId(account),
-            status,
-        },
-        Op::CreateAccount { account, tier } => Command::CreateAccount {
-            account: AccountId(account),
-            fee_tier: tier,
-        },
-        Op::ListAsset { asset, decimals } => Command::ListAsset {
-            asset: AssetId(asset),
-            decimals,
-        },
-        Op::ListMarket {
-            market,
-            base,
-            quote,
-            price_decimals,
-            tick,
-            lot,
-            min,
-        } => Command::ListMarket {
-            market: MarketId(market),
-            base: AssetId(base),
-            quote: AssetId(quote),
-            price_decimals,
-            tick_size: tick,
-            lot_size: lot,
-            min_notional: min,
-        },
     }
 }
 
@@ -687,13 +598,7 @@ fn place_with(
     ];
     let client = prop_oneof![3 => Just(0u64), 2 => 1u64..=6];
     (
-        (
-            account,
-            market,
-            client,
-            prop_oneof![Just(Side::Buy), Just(Side::Sell)],
-            kind,
-        ),
+        (account, market, client, prop_oneof![Just(Side::Buy), Just(Side::Sell)], kind),
         (tif, stp(), price, qty),
         (quote, reserve, garbage),
     )
@@ -703,11 +608,7 @@ fn place_with(
                 ((limit_tif, market_tif, po), stp, price, qty),
                 (quote, reserve, garbage),
             )| {
-                let tif = if matches!(kind, Kind::Limit) {
-                    limit_tif
-                } else {
-                    market_tif
-                };
+                let tif = if matches!(kind, Kind::Limit) { limit_tif } else { market_tif };
                 let post_only = (tif == TimeInForce::Gtc && po < 6) || po == 0;
                 PlaceOp {
                     account,
@@ -772,10 +673,7 @@ fn op() -> impl Strategy<Value = Op> {
 // ----- checks ---------------------------------------------------------------------------
 
 fn show(cmds: &[Command]) -> String {
-    cmds.iter()
-        .enumerate()
-        .map(|(i, c)| format!("  [{i}] {c:?}\n"))
-        .collect()
+    cmds.iter().enumerate().map(|(i, c)| format!("  [{i}] {c:?}\n")).collect()
 }
 
 fn show_events(events: &[Event]) -> String {
@@ -788,9 +686,7 @@ fn compare_state(engine: &Engine, model: &Model) -> Result<(), String> {
     accounts.sort();
     let model_accounts: Vec<AccountId> = model.accounts.keys().copied().collect();
     if accounts != model_accounts {
-        return Err(format!(
-            "accounts: engine {accounts:?}, model {model_accounts:?}"
-        ));
+        return Err(format!("accounts: engine {accounts:?}, model {model_accounts:?}"));
     }
     let mut assets = engine.assets();
     assets.sort();
@@ -802,10 +698,7 @@ fn compare_state(engine: &Engine, model: &Model) -> Result<(), String> {
         let account = AccountId(a);
         for &s in ASSETS.iter() {
             let asset = AssetId(s);
-            let (e, m) = (
-                engine.balance(account, asset),
-                model.balance(account, asset),
-            );
+            let (e, m) = (engine.balance(account, asset), model.balance(account, asset));
             if e != m {
                 return Err(format!(
                     "balance of {account:?} in {asset:?}: engine {e:?}, model {m:?}"
@@ -814,18 +707,14 @@ fn compare_state(engine: &Engine, model: &Model) -> Result<(), String> {
         }
         let (e, m) = (engine.open_orders(account), model.open_orders(account));
         if e != m {
-            return Err(format!(
-                "open orders of {account:?}:\n engine {e:#?}\n model {m:#?}"
-            ));
+            return Err(format!("open orders of {account:?}:\n engine {e:#?}\n model {m:#?}"));
         }
     }
     for &s in ASSETS.iter() {
         let asset = AssetId(s);
         let (e, m) = (engine.net_funding(asset), model.net.get(&asset).copied());
         if e != m {
-            return Err(format!(
-                "net funding of {asset:?}: engine {e:?}, model {m:?}"
-            ));
+            return Err(format!("net funding of {asset:?}: engine {e:?}, model {m:?}"));
         }
     }
     for &mk in MARKETS.iter() {
@@ -835,24 +724,14 @@ fn compare_state(engine: &Engine, model: &Model) -> Result<(), String> {
             return Err(format!("market {market:?}: engine {e:?}, model {m:?}"));
         }
         for side in [Side::Buy, Side::Sell] {
-            let (e, m) = (
-                engine.depth(market, side, usize::MAX),
-                model.depth(market, side),
-            );
+            let (e, m) = (engine.depth(market, side, usize::MAX), model.depth(market, side));
             if e != m {
-                return Err(format!(
-                    "depth {market:?} {side:?}: engine {e:?}, model {m:?}"
-                ));
+                return Err(format!("depth {market:?} {side:?}: engine {e:?}, model {m:?}"));
             }
             if engine.best_level(market, side) != m.first().copied() {
-                return Err(format!(
-                    "best level {market:?} {side:?} disagrees with depth"
-                ));
+                return Err(format!("best level {market:?} {side:?} disagrees with depth"));
             }
-            let (e, m) = (
-                engine.book_orders(market, side),
-                model.book_orders(market, side),
-            );
+            let (e, m) = (engine.book_orders(market, side), model.book_orders(market, side));
             if e != m {
                 return Err(format!(
                     "book orders {market:?} {side:?}:\n engine {e:#?}\n model {m:#?}"
@@ -894,19 +773,13 @@ fn record(events: &[Event], cmd: &Command, model: &Model) {
     }
     for e in events {
         match e {
-            Event::Rejected {
-                reason, command, ..
-            } => bump(format!("reject {command:?} {reason:?}")),
+            Event::Rejected { reason, command, .. } => {
+                bump(format!("reject {command:?} {reason:?}"))
+            }
             Event::OrderDone { reason, .. } => bump(format!("done {reason:?}")),
             Event::Book { action, .. } => bump(format!("book {action:?}")),
             Event::Amended { kept_priority, .. } => bump(format!("amended kept={kept_priority}")),
-            Event::Trade {
-                maker_fee,
-                taker_fee,
-                maker_account,
-                taker_account,
-                ..
-            } => {
+            Event::Trade { maker_fee, taker_fee, maker_account, taker_account, .. } => {
                 bump("trade".into());
                 if maker_fee + taker_fee > 0 {
                     bump("trade with fee".into());
@@ -933,15 +806,9 @@ fn record(events: &[Event], cmd: &Command, model: &Model) {
             }
         }
         if o.time_in_force == TimeInForce::Fok
-            && events.iter().any(|e| {
-                matches!(
-                    e,
-                    Event::OrderDone {
-                        reason: DoneReason::Filled,
-                        ..
-                    }
-                )
-            })
+            && events
+                .iter()
+                .any(|e| matches!(e, Event::OrderDone { reason: DoneReason::Filled, .. }))
         {
             bump("fok filled".into());
         }
@@ -966,25 +833,14 @@ fn coverage_report() {
     let Some(mode) = std::env::var_os("BOURSE_PROPTEST_STATS") else {
         return;
     };
-    let config = ProptestConfig {
-        cases: 256,
-        ..ProptestConfig::default()
-    };
+    let config = ProptestConfig { cases: 256, ..ProptestConfig::default() };
     let mut runner = proptest::test_runner::TestRunner::new(config);
     if mode == "dense" {
-        runner
-            .run(&prop::collection::vec(trading_op(), 1..300), |ops| {
-                run(&ops)
-            })
-            .unwrap();
+        runner.run(&prop::collection::vec(trading_op(), 1..300), |ops| run(&ops)).unwrap();
     } else if mode == "huge" {
-        runner
-            .run(&prop::collection::vec(whale_op(), 1..120), |ops| run(&ops))
-            .unwrap();
+        runner.run(&prop::collection::vec(whale_op(), 1..120), |ops| run(&ops)).unwrap();
     } else {
-        runner
-            .run(&prop::collection::vec(op(), 1..200), |ops| run(&ops))
-            .unwrap();
+        runner.run(&prop::collection::vec(op(), 1..200), |ops| run(&ops)).unwrap();
     }
     for (k, v) in STATS.lock().unwrap().iter() {
         eprintln!("{v:>8}  {k}");
@@ -1019,10 +875,7 @@ fn drive(
     mut next: impl FnMut(usize, &Model) -> Command,
 ) -> Result<(), TestCaseError> {
     let mut engine = Engine::default();
-    let mut small = Engine::new(EngineConfig {
-        order_capacity: 1,
-        levels_per_side: 1,
-    });
+    let mut small = Engine::new(EngineConfig { order_capacity: 1, levels_per_side: 1 });
     let mut model = Model::new();
     let mut cmds: Vec<Command> = Vec::new();
     for i in 0..total {
@@ -1313,20 +1166,10 @@ fn regression_affordable_lots_at_u64_max() {
         quote_quantity: u64::MAX,
         ..sell
     };
-    let by_quantity = NewOrder {
-        quantity: 3,
-        quote_quantity: 0,
-        ..by_quote
-    };
+    let by_quantity = NewOrder { quantity: 3, quote_quantity: 0, ..by_quote };
     run_commands(&[
-        Command::ListAsset {
-            asset: base,
-            decimals: 0,
-        },
-        Command::ListAsset {
-            asset: quote,
-            decimals: 0,
-        },
+        Command::ListAsset { asset: base, decimals: 0 },
+        Command::ListAsset { asset: quote, decimals: 0 },
         Command::ListMarket {
             market,
             base,
@@ -1336,24 +1179,10 @@ fn regression_affordable_lots_at_u64_max() {
             lot_size: 1,
             min_notional: 0,
         },
-        Command::CreateAccount {
-            account: buyer,
-            fee_tier: 0,
-        },
-        Command::CreateAccount {
-            account: seller,
-            fee_tier: 0,
-        },
-        Command::Deposit {
-            account: buyer,
-            asset: quote,
-            amount: u64::MAX,
-        },
-        Command::Deposit {
-            account: seller,
-            asset: base,
-            amount: 10,
-        },
+        Command::CreateAccount { account: buyer, fee_tier: 0 },
+        Command::CreateAccount { account: seller, fee_tier: 0 },
+        Command::Deposit { account: buyer, asset: quote, amount: u64::MAX },
+        Command::Deposit { account: seller, asset: base, amount: 10 },
         Command::PlaceOrder(sell),
         Command::PlaceOrder(by_quote),
         Command::PlaceOrder(sell),
@@ -1382,14 +1211,8 @@ fn regression_base_quantities_stay_within_u64() {
     // The largest whole number of lots, in atoms.
     let max_qty = u64::MAX / 10 * 10;
     let setup = vec![
-        Command::ListAsset {
-            asset: base,
-            decimals: 1,
-        },
-        Command::ListAsset {
-            asset: quote,
-            decimals: 0,
-        },
+        Command::ListAsset { asset: base, decimals: 1 },
+        Command::ListAsset { asset: quote, decimals: 0 },
         // 10 base atoms (one lot) at one tick cost one quote atom.
         Command::ListMarket {
             market,
@@ -1400,29 +1223,11 @@ fn regression_base_quantities_stay_within_u64() {
             lot_size: 10,
             min_notional: 0,
         },
-        Command::CreateAccount {
-            account: alice,
-            fee_tier: 0,
-        },
-        Command::CreateAccount {
-            account: bob,
-            fee_tier: 0,
-        },
-        Command::Deposit {
-            account: alice,
-            asset: quote,
-            amount: 4_000_000_000_000_000_000,
-        },
-        Command::Deposit {
-            account: alice,
-            asset: base,
-            amount: 10,
-        },
-        Command::Deposit {
-            account: bob,
-            asset: base,
-            amount: 100,
-        },
+        Command::CreateAccount { account: alice, fee_tier: 0 },
+        Command::CreateAccount { account: bob, fee_tier: 0 },
+        Command::Deposit { account: alice, asset: quote, amount: 4_000_000_000_000_000_000 },
+        Command::Deposit { account: alice, asset: base, amount: 10 },
+        Command::Deposit { account: bob, asset: base, amount: 100 },
     ];
     let bid = NewOrder {
         account: alice,
@@ -1465,26 +1270,13 @@ fn regression_base_quantities_stay_within_u64() {
         (engine, replies)
     };
     let overflow = |events: &[Event]| {
-        matches!(
-            events,
-            [Event::Rejected {
-                reason: RejectReason::Overflow,
-                ..
-            }]
-        )
+        matches!(events, [Event::Rejected { reason: RejectReason::Overflow, .. }])
     };
     let accepted = |events: &[Event]| matches!(events.first(), Some(Event::Accepted { .. }));
 
     // 1. Place: the bid side holds at most u64::MAX atoms, summed over its levels.
-    let rest = NewOrder {
-        quantity: max_qty - bid.quantity,
-        price: 2,
-        ..bid
-    };
-    let one_lot = NewOrder {
-        quantity: 10,
-        ..bid
-    };
+    let rest = NewOrder { quantity: max_qty - bid.quantity, price: 2, ..bid };
+    let one_lot = NewOrder { quantity: 10, ..bid };
     let (engine, r) = play(&[
         Command::PlaceOrder(bid),
         // Same level: 2 * 10^19 atoms.
@@ -1493,28 +1285,13 @@ fn regression_base_quantities_stay_within_u64() {
         Command::PlaceOrder(rest),
         // One lot more anywhere on the side: refused.
         Command::PlaceOrder(one_lot),
-        Command::PlaceOrder(NewOrder {
-            price: 3,
-            ..one_lot
-        }),
+        Command::PlaceOrder(NewOrder { price: 3, ..one_lot }),
         // Orders that do not rest are not limited by it, nor is the other side.
-        Command::PlaceOrder(NewOrder {
-            time_in_force: TimeInForce::Ioc,
-            ..bid
-        }),
-        Command::PlaceOrder(NewOrder {
-            account: bob,
-            side: Side::Sell,
-            price: 5,
-            ..one_lot
-        }),
+        Command::PlaceOrder(NewOrder { time_in_force: TimeInForce::Ioc, ..bid }),
+        Command::PlaceOrder(NewOrder { account: bob, side: Side::Sell, price: 5, ..one_lot }),
     ]);
     assert!(accepted(&r[0]), "{:?}", r[0]);
-    assert!(
-        overflow(&r[1]),
-        "a second bid past u64::MAX atoms: {:?}",
-        r[1]
-    );
+    assert!(overflow(&r[1]), "a second bid past u64::MAX atoms: {:?}", r[1]);
     assert!(accepted(&r[2]), "{:?}", r[2]);
     assert!(overflow(&r[3]), "one lot past the side's limit: {:?}", r[3]);
     assert!(overflow(&r[4]), "one lot past the side's limit: {:?}", r[4]);
@@ -1533,11 +1310,7 @@ fn regression_base_quantities_stay_within_u64() {
     );
     assert!(accepted(&r[6]), "{:?}", r[6]);
     let depth = engine.depth(market, Side::Buy, usize::MAX);
-    assert_eq!(
-        depth.iter().map(|l| l.quantity).sum::<u64>(),
-        max_qty,
-        "{depth:?}"
-    );
+    assert_eq!(depth.iter().map(|l| l.quantity).sum::<u64>(), max_qty, "{depth:?}");
 
     // 2. Amend, side total: the other orders on the side plus the new quantity must fit.
     let (engine, r) = play(&[
@@ -1552,35 +1325,19 @@ fn regression_base_quantities_stay_within_u64() {
     assert!(overflow(&r[2]), "{:?}", r[2]);
     assert!(overflow(&r[3]), "{:?}", r[3]);
     assert!(matches!(r[4][0], Event::Book { .. }), "{:?}", r[4]);
-    assert!(
-        r[5].iter().any(|e| matches!(e, Event::Amended { .. })),
-        "{:?}",
-        r[5]
-    );
+    assert!(r[5].iter().any(|e| matches!(e, Event::Amended { .. })), "{:?}", r[5]);
     assert_eq!(engine.order(1).unwrap().quantity, bid.quantity);
 
     // 3. Amend, order quantity: filled + leaves must fit. Bob fills one lot of the bid.
-    let sell = NewOrder {
-        account: bob,
-        side: Side::Sell,
-        ..one_lot
-    };
+    let sell = NewOrder { account: bob, side: Side::Sell, ..one_lot };
     let (engine, r) = play(&[
         Command::PlaceOrder(bid),
         Command::PlaceOrder(sell),
         amend(1, max_qty),
         amend(1, max_qty - 10),
     ]);
-    assert!(
-        overflow(&r[2]),
-        "an amend that takes filled + leaves past u64::MAX: {:?}",
-        r[2]
-    );
-    assert!(
-        r[3].iter().any(|e| matches!(e, Event::Amended { .. })),
-        "{:?}",
-        r[3]
-    );
+    assert!(overflow(&r[2]), "an amend that takes filled + leaves past u64::MAX: {:?}", r[2]);
+    assert!(r[3].iter().any(|e| matches!(e, Event::Amended { .. })), "{:?}", r[3]);
     let view = engine.order(1).unwrap();
     assert_eq!(
         (view.quantity, view.filled_quantity, view.leaves_quantity),
@@ -1591,31 +1348,17 @@ fn regression_base_quantities_stay_within_u64() {
     //    sell decrements her bid, and decremented + leaves must fit too.
     let (engine, r) = play(&[
         Command::PlaceOrder(bid),
-        Command::PlaceOrder(NewOrder {
-            side: Side::Sell,
-            stp: StpMode::Decrement,
-            ..one_lot
-        }),
+        Command::PlaceOrder(NewOrder { side: Side::Sell, stp: StpMode::Decrement, ..one_lot }),
         amend(1, max_qty),
         amend(1, max_qty - 10),
     ]);
     assert!(
-        r[1].iter().any(|e| matches!(
-            e,
-            Event::Book {
-                action: BookAction::Reduce,
-                order_id: 1,
-                ..
-            }
-        )),
+        r[1].iter()
+            .any(|e| matches!(e, Event::Book { action: BookAction::Reduce, order_id: 1, .. })),
         "{:?}",
         r[1]
     );
-    assert!(
-        overflow(&r[2]),
-        "an amend that takes decremented + leaves past u64::MAX: {:?}",
-        r[2]
-    );
+    assert!(overflow(&r[2]), "an amend that takes decremented + leaves past u64::MAX: {:?}", r[2]);
     let view = engine.order(1).unwrap();
     assert_eq!(
         (view.quantity, view.filled_quantity, view.leaves_quantity),

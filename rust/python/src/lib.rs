@@ -114,14 +114,8 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (order_capacity = 65536, levels_per_side = 1024))]
     fn new(order_capacity: usize, levels_per_side: usize) -> Self {
-        let engine = Engine::new(EngineConfig {
-            order_capacity,
-            levels_per_side,
-        });
-        PyEngine {
-            engine,
-            events: Vec::new(),
-        }
+        let engine = Engine::new(EngineConfig { order_capacity, levels_per_side });
+        PyEngine { engine, events: Vec::new() }
     }
 
     /// Apply one command dict; returns its events as dicts.
@@ -144,9 +138,7 @@ impl PyEngine {
 
     /// `(free, held)` atoms, or None if the account has never held the asset.
     fn balance(&self, account: u64, asset: u32) -> Option<(u64, u64)> {
-        self.engine
-            .balance(AccountId(account), AssetId(asset))
-            .map(|b| (b.free, b.held))
+        self.engine.balance(AccountId(account), AssetId(asset)).map(|b| (b.free, b.held))
     }
 
     /// One open order as a dict, or None.
@@ -163,10 +155,7 @@ impl PyEngine {
     fn depth(&self, market: u32, side: &str, levels: usize) -> Result<Vec<(u64, u64, u32)>> {
         let side = parse_side(side)?;
         let depth = self.engine.depth(MarketId(market), side, levels);
-        Ok(depth
-            .iter()
-            .map(|l| (l.price, l.quantity, l.orders))
-            .collect())
+        Ok(depth.iter().map(|l| (l.price, l.quantity, l.orders)).collect())
     }
 
     /// Every order on one side of a book as dicts, best first, FIFO within a level.
@@ -177,10 +166,7 @@ impl PyEngine {
         side: &str,
     ) -> Result<Bound<'py, PyAny>> {
         let side = parse_side(side)?;
-        Ok(pythonize(
-            py,
-            &self.engine.book_orders(MarketId(market), side),
-        )?)
+        Ok(pythonize(py, &self.engine.book_orders(MarketId(market), side))?)
     }
 
     /// The market's specification and status as a dict, or None.
@@ -224,9 +210,7 @@ fn bench_engine(py: Python<'_>, workload: &str, ops: u64, seed: u64) -> Result<S
 #[pyfunction]
 #[pyo3(signature = (path, max_messages = None))]
 fn replay_lobster(py: Python<'_>, path: PathBuf, max_messages: Option<u64>) -> Result<String> {
-    run_tool(py, || {
-        bourse_tools::lobster::replay_path(&path, max_messages)
-    })
+    run_tool(py, || bourse_tools::lobster::replay_path(&path, max_messages))
 }
 
 /// Run a long native job with the GIL released.
@@ -241,29 +225,18 @@ fn parse_side(side: &str) -> Result<Side> {
     match side {
         "buy" => Ok(Side::Buy),
         "sell" => Ok(Side::Sell),
-        other => Err(Error::Argument(format!(
-            "side must be 'buy' or 'sell', not {other:?}"
-        ))),
+        other => Err(Error::Argument(format!("side must be 'buy' or 'sell', not {other:?}"))),
     }
 }
 
 /// Decode a command dict such as `{"type": "deposit", "account": 1, "asset": 2, "amount": 5}`.
 fn command_from_py(obj: &Bound<'_, PyAny>) -> Result<Command> {
     let Ok(dict) = obj.cast::<PyDict>() else {
-        let type_name = obj
-            .get_type()
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        return Err(Error::Command(format!(
-            "a command must be a dict, not {type_name}"
-        )));
+        let type_name = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        return Err(Error::Command(format!("a command must be a dict, not {type_name}")));
     };
     // serde would also take a variant's index for the tag; a command names its type.
-    if !dict
-        .get_item("type")?
-        .is_some_and(|t| t.is_instance_of::<PyString>())
-    {
+    if !dict.get_item("type")?.is_some_and(|t| t.is_instance_of::<PyString>()) {
         return Err(Error::Command(
             "invalid command: field `type` must be a string naming the command".to_owned(),
         ));
@@ -275,11 +248,7 @@ fn command_from_py(obj: &Bound<'_, PyAny>) -> Result<Command> {
 /// an internally tagged enum (which buffers the fields) it loses which field it was about;
 /// the field to blame is the one whose removal changes the error. Runs on errors only.
 fn describe_bad_command(dict: &Bound<'_, PyDict>, error: &str) -> String {
-    let kind = dict
-        .get_item("type")
-        .ok()
-        .flatten()
-        .and_then(|t| t.extract::<String>().ok());
+    let kind = dict.get_item("type").ok().flatten().and_then(|t| t.extract::<String>().ok());
     let what = match kind {
         Some(kind) => format!("invalid {kind:?} command"),
         None => "invalid command".to_owned(),

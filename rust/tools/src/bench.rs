@@ -138,11 +138,7 @@ pub fn command_label(cmd: &Command) -> &'static str {
             TimeInForce::Fok => "place_fok",
         },
         Command::CancelOrder { .. } => "cancel",
-        Command::AmendOrder {
-            new_price,
-            new_quantity,
-            ..
-        } => match (*new_price, *new_quantity) {
+        Command::AmendOrder { new_price, new_quantity, .. } => match (*new_price, *new_quantity) {
             (0, _) => "amend_qty",
             (_, 0) => "amend_price",
             _ => "amend_price_qty",
@@ -165,9 +161,7 @@ pub fn build(workload: &str, ops: u64, seed: u64) -> Result<Workload, String> {
     match workload {
         "exchange-core" => Ok(exchange_core(&ExchangeCoreParams::default(), ops, seed)),
         "liquibook" => Ok(liquibook(ops, seed)),
-        other => Err(format!(
-            "unknown workload {other:?}; expected one of {WORKLOADS:?}"
-        )),
+        other => Err(format!("unknown workload {other:?}; expected one of {WORKLOADS:?}")),
     }
 }
 
@@ -175,14 +169,8 @@ pub fn build(workload: &str, ops: u64, seed: u64) -> Result<Workload, String> {
 /// price decimals 2, tick 1, lot 1 (so a tick per lot is one quote atom).
 fn market_setup(accounts: u64, base_each: u64, quote_each: u64) -> Vec<Command> {
     let mut setup = vec![
-        Command::ListAsset {
-            asset: BASE,
-            decimals: 0,
-        },
-        Command::ListAsset {
-            asset: QUOTE,
-            decimals: 2,
-        },
+        Command::ListAsset { asset: BASE, decimals: 0 },
+        Command::ListAsset { asset: QUOTE, decimals: 2 },
         Command::ListMarket {
             market: MARKET,
             base: BASE,
@@ -195,20 +183,9 @@ fn market_setup(accounts: u64, base_each: u64, quote_each: u64) -> Vec<Command> 
     ];
     for a in 1..=accounts {
         let account = AccountId(a);
-        setup.push(Command::CreateAccount {
-            account,
-            fee_tier: 0,
-        });
-        setup.push(Command::Deposit {
-            account,
-            asset: BASE,
-            amount: base_each,
-        });
-        setup.push(Command::Deposit {
-            account,
-            asset: QUOTE,
-            amount: quote_each,
-        });
+        setup.push(Command::CreateAccount { account, fee_tier: 0 });
+        setup.push(Command::Deposit { account, asset: BASE, amount: base_each });
+        setup.push(Command::Deposit { account, asset: QUOTE, amount: quote_each });
     }
     setup
 }
@@ -279,27 +256,17 @@ impl LiveOrders {
     fn absorb(&mut self, events: &[Event]) {
         for ev in events {
             match *ev {
-                Event::Accepted {
-                    order_id, account, ..
-                } => {
+                Event::Accepted { order_id, account, .. } => {
                     self.owner.insert(order_id, account);
                 }
                 Event::OrderDone { order_id, .. } => {
                     self.owner.remove(&order_id);
                 }
-                Event::Book {
-                    action,
-                    order_id,
-                    side,
-                    price,
-                    order_quantity,
-                    ..
-                } => match action {
+                Event::Book { action, order_id, side, price, order_quantity, .. } => match action {
                     BookAction::Add => {
                         let account = self.owner[&order_id];
                         self.index.insert(order_id, self.list.len());
-                        self.list
-                            .push((order_id, account, side, price, order_quantity));
+                        self.list.push((order_id, account, side, price, order_quantity));
                     }
                     BookAction::Fill | BookAction::Reduce if order_quantity > 0 => {
                         self.list[self.index[&order_id]].4 = order_quantity;
@@ -321,10 +288,7 @@ impl LiveOrders {
 /// The `exchange-core` workload (see the module docs).
 pub fn exchange_core(p: &ExchangeCoreParams, ops: u64, seed: u64) -> Workload {
     let mut rng = SplitMix64::new(seed);
-    let config = EngineConfig {
-        order_capacity: p.target_orders * 4,
-        levels_per_side: 1024,
-    };
+    let config = EngineConfig { order_capacity: p.target_orders * 4, levels_per_side: 1024 };
     let passive_price = |rng: &mut SplitMix64, side: Side| match side {
         Side::Buy => p.mid + p.cross - rng.range(0, p.half_range + p.cross - 1),
         Side::Sell => p.mid - p.cross + rng.range(0, p.half_range + p.cross - 1),
@@ -342,11 +306,7 @@ pub fn exchange_core(p: &ExchangeCoreParams, ops: u64, seed: u64) -> Workload {
     for i in 0..p.target_orders {
         let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
         let offset = rng.range(1, p.half_range);
-        let price = if side == Side::Buy {
-            p.mid - offset
-        } else {
-            p.mid + offset
-        };
+        let price = if side == Side::Buy { p.mid - offset } else { p.mid + offset };
         let account = rng.range(1, p.accounts);
         let qty = rng.range(1, p.max_quantity);
         setup.push(limit(account, side, price, qty, TimeInForce::Gtc));
@@ -393,43 +353,24 @@ pub fn exchange_core(p: &ExchangeCoreParams, ops: u64, seed: u64) -> Workload {
             1 => {
                 let side = random_side(&mut rng);
                 let reach = rng.range(0, p.ioc_reach);
-                let price = if side == Side::Buy {
-                    p.mid + reach
-                } else {
-                    p.mid - reach
-                };
+                let price = if side == Side::Buy { p.mid + reach } else { p.mid - reach };
                 let qty = rng.range(1, p.max_quantity);
                 limit(rng.range(1, p.accounts), side, price, qty, TimeInForce::Ioc)
             }
             2 => {
                 let (id, account, ..) = live.list[rng.below(live.list.len() as u64) as usize];
-                Command::CancelOrder {
-                    account,
-                    order: OrderRef::Id(id),
-                }
+                Command::CancelOrder { account, order: OrderRef::Id(id) }
             }
             _ => {
                 let (id, account, side, price, leaves) =
                     live.list[rng.below(live.list.len() as u64) as usize];
                 let mut new_price = passive_price(&mut rng, side);
                 if new_price == price {
-                    new_price = if side == Side::Buy {
-                        price - 1
-                    } else {
-                        price + 1
-                    };
+                    new_price = if side == Side::Buy { price - 1 } else { price + 1 };
                 }
-                let new_quantity = if leaves > 1 && rng.below(4) == 0 {
-                    rng.range(1, leaves - 1)
-                } else {
-                    0
-                };
-                Command::AmendOrder {
-                    account,
-                    order: OrderRef::Id(id),
-                    new_price,
-                    new_quantity,
-                }
+                let new_quantity =
+                    if leaves > 1 && rng.below(4) == 0 { rng.range(1, leaves - 1) } else { 0 };
+                Command::AmendOrder { account, order: OrderRef::Id(id), new_price, new_quantity }
             }
         };
         events.clear();
@@ -437,13 +378,7 @@ pub fn exchange_core(p: &ExchangeCoreParams, ops: u64, seed: u64) -> Workload {
         live.absorb(&events);
         commands.push(cmd);
     }
-    Workload {
-        name: "exchange-core".into(),
-        seed,
-        config,
-        setup,
-        commands,
-    }
+    Workload { name: "exchange-core".into(), seed, config, setup, commands }
 }
 
 /// The `liquibook` workload (see the module docs).
@@ -463,17 +398,8 @@ pub fn liquibook(ops: u64, seed: u64) -> Workload {
         })
         .collect();
     // Most orders rest: size the pool for all of them so it never grows mid-run.
-    let config = EngineConfig {
-        order_capacity: (ops as usize).max(1 << 16),
-        levels_per_side: 64,
-    };
-    Workload {
-        name: "liquibook".into(),
-        seed,
-        config,
-        setup,
-        commands,
-    }
+    let config = EngineConfig { order_capacity: (ops as usize).max(1 << 16), levels_per_side: 64 };
+    Workload { name: "liquibook".into(), seed, config, setup, commands }
 }
 
 /// What a benchmark run measured. Serialized as the JSON line [`run`] returns.
@@ -540,9 +466,7 @@ pub fn run(workload: &str, ops: u64, seed: u64) -> Result<String, String> {
     let generate_ms = started.elapsed().as_secs_f64() * 1e3;
     let (mut report, engine) = measure(&w)?;
     report.generate_ms = generate_ms;
-    engine
-        .check_invariants()
-        .map_err(|e| format!("engine invariants broken: {e}"))?;
+    engine.check_invariants().map_err(|e| format!("engine invariants broken: {e}"))?;
     serde_json::to_string(&report).map_err(|e| e.to_string())
 }
 

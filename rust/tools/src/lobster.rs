@@ -160,10 +160,9 @@ impl BookRow {
         };
         for _ in 0..levels {
             let (ask_price, ask_size, bid_price, bid_size) = (num()?, num()?, num()?, num()?);
-            for (price, size, out) in [
-                (ask_price, ask_size, &mut self.asks),
-                (bid_price, bid_size, &mut self.bids),
-            ] {
+            for (price, size, out) in
+                [(ask_price, ask_size, &mut self.asks), (bid_price, bid_size, &mut self.bids)]
+            {
                 if size > 0 {
                     let price = u64::try_from(price).map_err(|_| format!("bad price {price}"))?;
                     out.push((price, size as u64));
@@ -298,12 +297,7 @@ pub fn replay_reader<R: Read + Seek>(
     let started = Instant::now();
     let sample = read_sample(reader)?;
     let read_ms = started.elapsed().as_secs_f64() * 1e3;
-    let mut report = replay_csv(
-        &sample.messages,
-        &sample.orderbook,
-        sample.levels,
-        max_messages,
-    )?;
+    let mut report = replay_csv(&sample.messages, &sample.orderbook, sample.levels, max_messages)?;
     report.ticker = sample.ticker;
     report.read_ms = read_ms;
     Ok(report)
@@ -329,12 +323,7 @@ pub fn read_sample<R: Read + Seek>(reader: R) -> Result<Sample, String> {
     let mut orderbook = None;
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(|e| e.to_string())?;
-        let name = entry
-            .name()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let name = entry.name().rsplit('/').next().unwrap_or_default().to_string();
         let slot = if name.contains("_message_") && name.ends_with(".csv") {
             &mut messages
         } else if name.contains("_orderbook_") && name.ends_with(".csv") {
@@ -343,9 +332,7 @@ pub fn read_sample<R: Read + Seek>(reader: R) -> Result<Sample, String> {
             continue;
         };
         let mut text = String::with_capacity(entry.size() as usize);
-        entry
-            .read_to_string(&mut text)
-            .map_err(|e| format!("{name}: {e}"))?;
+        entry.read_to_string(&mut text).map_err(|e| format!("{name}: {e}"))?;
         *slot = Some((name, text));
     }
     let (message_name, messages) = messages.ok_or("no *_message_<L>.csv in the zip")?;
@@ -357,17 +344,8 @@ pub fn read_sample<R: Read + Seek>(reader: R) -> Result<Sample, String> {
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|&l| l > 0)
         .ok_or_else(|| format!("no level count in {book_name:?}"))?;
-    let ticker = message_name
-        .split('_')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    Ok(Sample {
-        ticker,
-        levels,
-        messages,
-        orderbook,
-    })
+    let ticker = message_name.split('_').next().unwrap_or_default().to_string();
+    Ok(Sample { ticker, levels, messages, orderbook })
 }
 
 /// Replay in-memory message and orderbook files with `levels` levels per side.
@@ -472,10 +450,7 @@ fn worse(side: Side, a: u64, b: u64) -> bool {
 impl Harness {
     fn new(levels: usize) -> Self {
         let mut h = Harness {
-            engine: Engine::new(EngineConfig {
-                order_capacity: 1 << 16,
-                levels_per_side: 4096,
-            }),
+            engine: Engine::new(EngineConfig { order_capacity: 1 << 16, levels_per_side: 4096 }),
             levels,
             events: Vec::with_capacity(64),
             orders: FxHashMap::default(),
@@ -483,20 +458,11 @@ impl Harness {
             queues: [BTreeMap::new(), BTreeMap::new()],
             pending: None,
             fills: Vec::new(),
-            report: ReplayReport {
-                levels,
-                ..ReplayReport::default()
-            },
+            report: ReplayReport { levels, ..ReplayReport::default() },
         };
         let mut setup = vec![
-            Command::ListAsset {
-                asset: BASE,
-                decimals: 0,
-            },
-            Command::ListAsset {
-                asset: QUOTE,
-                decimals: 4,
-            },
+            Command::ListAsset { asset: BASE, decimals: 0 },
+            Command::ListAsset { asset: QUOTE, decimals: 4 },
             Command::ListMarket {
                 market: MARKET,
                 base: BASE,
@@ -508,20 +474,9 @@ impl Harness {
             },
         ];
         for account in [SEED_ACCOUNT, MAKER_ACCOUNT, TAKER_ACCOUNT] {
-            setup.push(Command::CreateAccount {
-                account,
-                fee_tier: 0,
-            });
-            setup.push(Command::Deposit {
-                account,
-                asset: BASE,
-                amount: BASE_DEPOSIT,
-            });
-            setup.push(Command::Deposit {
-                account,
-                asset: QUOTE,
-                amount: QUOTE_DEPOSIT,
-            });
+            setup.push(Command::CreateAccount { account, fee_tier: 0 });
+            setup.push(Command::Deposit { account, asset: BASE, amount: BASE_DEPOSIT });
+            setup.push(Command::Deposit { account, asset: QUOTE, amount: QUOTE_DEPOSIT });
         }
         for cmd in &setup {
             h.apply(cmd);
@@ -537,12 +492,7 @@ impl Harness {
         let events = std::mem::take(&mut self.events);
         for ev in &events {
             match *ev {
-                Event::Accepted {
-                    order_id,
-                    side,
-                    price,
-                    ..
-                } => {
+                Event::Accepted { order_id, side, price, .. } => {
                     if let Some(p) = self.pending.take() {
                         let t = Tracked {
                             side,
@@ -557,40 +507,20 @@ impl Harness {
                         }
                     }
                 }
-                Event::Trade {
-                    maker_order_id,
-                    quantity,
-                    ..
-                } => {
+                Event::Trade { maker_order_id, quantity, .. } => {
                     self.report.trades += 1;
-                    let synthetic = self
-                        .orders
-                        .get(&maker_order_id)
-                        .is_some_and(|t| t.lobster == 0);
-                    self.fills.push(Fill {
-                        maker: maker_order_id,
-                        quantity,
-                        synthetic,
-                    });
+                    let synthetic =
+                        self.orders.get(&maker_order_id).is_some_and(|t| t.lobster == 0);
+                    self.fills.push(Fill { maker: maker_order_id, quantity, synthetic });
                 }
-                Event::Book {
-                    action,
-                    order_id,
-                    side,
-                    price,
-                    order_quantity,
-                    ..
-                } => {
+                Event::Book { action, order_id, side, price, order_quantity, .. } => {
                     use bourse_engine::BookAction;
                     match action {
                         BookAction::Add => {
                             if let Some(t) = self.orders.get_mut(&order_id) {
                                 t.leaves = order_quantity;
                             }
-                            self.queues[side_index(side)]
-                                .entry(price)
-                                .or_default()
-                                .push(order_id);
+                            self.queues[side_index(side)].entry(price).or_default().push(order_id);
                         }
                         BookAction::Fill | BookAction::Reduce if order_quantity > 0 => {
                             if let Some(t) = self.orders.get_mut(&order_id) {
@@ -664,10 +594,7 @@ impl Harness {
 
     fn cancel(&mut self, id: OrderId) {
         let account = self.orders[&id].account;
-        self.apply(&Command::CancelOrder {
-            account,
-            order: OrderRef::Id(id),
-        });
+        self.apply(&Command::CancelOrder { account, order: OrderRef::Id(id) });
     }
 
     /// Set a resting order's open quantity to `leaves` (smaller, so it keeps priority).
@@ -704,10 +631,8 @@ impl Harness {
         let Some(queue) = self.queues[side_index(side)].get(&price) else {
             return 0;
         };
-        let (synthetic, known): (Vec<OrderId>, Vec<OrderId>) = queue
-            .iter()
-            .rev()
-            .partition(|id| self.orders[id].lobster == 0);
+        let (synthetic, known): (Vec<OrderId>, Vec<OrderId>) =
+            queue.iter().rev().partition(|id| self.orders[id].lobster == 0);
         let mut left = quantity;
         let mut touched_known = false;
         for id in synthetic.into_iter().chain(known) {
@@ -752,11 +677,7 @@ impl Harness {
     }
 
     fn count(&mut self, m: &Message) {
-        let k = if (1..=7).contains(&m.kind) {
-            m.kind as usize
-        } else {
-            0
-        };
+        let k = if (1..=7).contains(&m.kind) { m.kind as usize } else { 0 };
         self.report.messages_by_type[k] += 1;
     }
 
@@ -779,14 +700,7 @@ impl Harness {
             .filter(|id| self.orders[id].price == price && self.orders[id].side == side);
         match m.kind {
             1 => {
-                self.place(
-                    MAKER_ACCOUNT,
-                    m.order_id,
-                    side,
-                    price,
-                    m.size,
-                    TimeInForce::Gtc,
-                );
+                self.place(MAKER_ACCOUNT, m.order_id, side, price, m.size, TimeInForce::Gtc);
                 if !self.fills.is_empty() {
                     self.report.passive_crosses += 1;
                 }
@@ -824,14 +738,7 @@ impl Harness {
                     return;
                 }
                 self.report.executions += 1;
-                self.place(
-                    TAKER_ACCOUNT,
-                    0,
-                    side.opposite(),
-                    price,
-                    m.size,
-                    TimeInForce::Ioc,
-                );
+                self.place(TAKER_ACCOUNT, 0, side.opposite(), price, m.size, TimeInForce::Ioc);
                 let filled: u64 = self.fills.iter().map(|f| f.quantity).sum();
                 let whole = filled == m.size;
                 if !whole {
@@ -860,10 +767,7 @@ impl Harness {
     fn side_matches(&self, side: Side, file: &[(u64, u64)]) -> bool {
         let depth = self.engine.depth(MARKET, side, self.levels);
         depth.len() == file.len()
-            && depth
-                .iter()
-                .zip(file)
-                .all(|(l, &(p, q))| l.price == p && l.quantity == q)
+            && depth.iter().zip(file).all(|(l, &(p, q))| l.price == p && l.quantity == q)
     }
 
     /// Compare the engine with row `index`, first reconciling whatever entered the view
@@ -900,20 +804,14 @@ impl Harness {
     /// Make the engine's book beyond `view_end` (the previous row's last price on `side`)
     /// agree with the file's levels there.
     fn reconcile(&mut self, side: Side, view_end: u64, file: &[(u64, u64)]) {
-        let beyond: Vec<(u64, u64)> = file
-            .iter()
-            .copied()
-            .filter(|&(p, _)| worse(side, p, view_end))
-            .collect();
+        let beyond: Vec<(u64, u64)> =
+            file.iter().copied().filter(|&(p, _)| worse(side, p, view_end)).collect();
         // The file's last level bounds what it tells us, unless it shows fewer than `levels`.
         let bound = (file.len() == self.levels).then(|| file[self.levels - 1].0);
         let queues = &self.queues[side_index(side)];
         let candidates: Vec<u64> = match (side, bound) {
             (_, Some(b)) if !worse(side, b, view_end) => Vec::new(),
-            (Side::Buy, _) => queues
-                .range(bound.unwrap_or(0)..view_end)
-                .map(|(&p, _)| p)
-                .collect(),
+            (Side::Buy, _) => queues.range(bound.unwrap_or(0)..view_end).map(|(&p, _)| p).collect(),
             (Side::Sell, Some(b)) => queues.range(view_end + 1..=b).map(|(&p, _)| p).collect(),
             (Side::Sell, None) => queues.range(view_end + 1..).map(|(&p, _)| p).collect(),
         };
@@ -946,10 +844,7 @@ impl Harness {
                 .map(|l| (l.price, l.quantity))
                 .collect()
         };
-        BookRow {
-            asks: levels(Side::Sell),
-            bids: levels(Side::Buy),
-        }
+        BookRow { asks: levels(Side::Sell), bids: levels(Side::Buy) }
     }
 
     fn finish(self) -> ReplayReport {

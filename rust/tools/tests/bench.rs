@@ -33,27 +33,11 @@ fn exchange_core_keeps_the_mix_the_book_and_the_invariants() {
     assert!(report.trades > 0);
     let share = |k: &str| *report.commands.get(k).unwrap_or(&0) as f64 / 20_000.0;
     let amends = share("amend_price") + share("amend_price_qty");
-    assert!(
-        (share("place_gtc") - 0.09).abs() < 0.02,
-        "{:?}",
-        report.commands
-    );
-    assert!(
-        (share("place_ioc") - 0.03).abs() < 0.01,
-        "{:?}",
-        report.commands
-    );
-    assert!(
-        (share("cancel") - 0.06).abs() < 0.02,
-        "{:?}",
-        report.commands
-    );
+    assert!((share("place_gtc") - 0.09).abs() < 0.02, "{:?}", report.commands);
+    assert!((share("place_ioc") - 0.03).abs() < 0.01, "{:?}", report.commands);
+    assert!((share("cancel") - 0.06).abs() < 0.02, "{:?}", report.commands);
     assert!((amends - 0.82).abs() < 0.02, "{:?}", report.commands);
-    assert!(
-        (700..=1300).contains(&report.open_orders),
-        "{}",
-        report.open_orders
-    );
+    assert!((700..=1300).contains(&report.open_orders), "{}", report.open_orders);
 }
 
 #[test]
@@ -73,8 +57,5 @@ fn workloads_are_deterministic_in_the_seed() {
     let c = build("exchange-core", 5_000, 12).unwrap();
     assert_eq!(a.commands, b.commands);
     assert_ne!(a.commands, c.commands);
-    assert_eq!(
-        a.engine().unwrap().state_hash(),
-        b.engine().unwrap().state_hash()
-    );
+    assert_eq!(a.engine().unwrap().state_hash(), b.engine().unwrap().state_hash());
 }

@@ -7,11 +7,9 @@ use bourse_tools::lobster::{replay_csv, replay_path, replay_zip, ReplayReport};
 
 /// The shared LOBSTER directory, or `None` (with a note) when it is not there.
 fn lobster_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("BOURSE_LOBSTER_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/lobster")
-        });
+    let dir = std::env::var_os("BOURSE_LOBSTER_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/lobster")
+    });
     if dir.is_dir() {
         Some(dir)
     } else {
@@ -21,9 +19,7 @@ fn lobster_dir() -> Option<PathBuf> {
 }
 
 fn sample(dir: &Path, ticker: &str, levels: usize) -> PathBuf {
-    dir.join(format!(
-        "LOBSTER_SampleFile_{ticker}_2012-06-21_{levels}.zip"
-    ))
+    dir.join(format!("LOBSTER_SampleFile_{ticker}_2012-06-21_{levels}.zip"))
 }
 
 fn assert_clean(r: &ReplayReport) {
@@ -60,17 +56,10 @@ fn every_full_sample_replays_with_zero_mismatches() {
         assert_eq!(r.levels, levels);
         assert_eq!(r.messages, messages);
         assert_clean(&r);
-        assert_eq!(
-            r.executions,
-            r.executions_known_id + r.executions_unknown_id
-        );
+        assert_eq!(r.executions, r.executions_known_id + r.executions_unknown_id);
         // Message 0 is seeded, not replayed: it may be one more execution.
         assert!(r.messages_by_type[4] - r.executions <= 1);
-        assert!(
-            r.fifo_hit_rate_known >= min_rate,
-            "{ticker}_{levels}: {}",
-            r.fifo_hit_rate_known
-        );
+        assert!(r.fifo_hit_rate_known >= min_rate, "{ticker}_{levels}: {}", r.fifo_hit_rate_known);
     }
 }
 
@@ -80,13 +69,7 @@ fn replay_path_returns_one_json_line_and_honours_max_messages() {
     let line = replay_path(&sample(&dir, "GOOG", 10), Some(5_000)).unwrap();
     assert!(!line.contains('\n'));
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    for field in [
-        "messages",
-        "book_mismatches",
-        "fifo_hits",
-        "executions",
-        "synthetic_orders",
-    ] {
+    for field in ["messages", "book_mismatches", "fifo_hits", "executions", "synthetic_orders"] {
         assert!(v[field].is_u64(), "missing {field} in {line}");
     }
     assert_eq!(v["messages"], 5_000);
@@ -100,16 +83,8 @@ fn row(levels: &[(u64, u64, u64, u64)], depth: usize) -> String {
     for i in 0..depth {
         match levels.get(i) {
             Some(&(ap, az, bp, bz)) => {
-                let ask = if az == 0 {
-                    "9999999999,0".to_string()
-                } else {
-                    format!("{ap},{az}")
-                };
-                let bid = if bz == 0 {
-                    "-9999999999,0".to_string()
-                } else {
-                    format!("{bp},{bz}")
-                };
+                let ask = if az == 0 { "9999999999,0".to_string() } else { format!("{ap},{az}") };
+                let bid = if bz == 0 { "-9999999999,0".to_string() } else { format!("{bp},{bz}") };
                 fields.push(format!("{ask},{bid}"));
             }
             None => fields.push("9999999999,0,-9999999999,0".into()),
@@ -148,10 +123,7 @@ fn seeds_from_row_zero_and_handles_unknown_ids_and_levels_entering_the_view() {
     assert_eq!(r.fifo_hits, 2);
     assert_eq!(r.executions_unknown_id, 1);
     assert_eq!(r.synthetic_hits, 1);
-    assert_eq!(
-        r.seed_orders, 2,
-        "ask 20000 and the unknown part of bid 10000"
-    );
+    assert_eq!(r.seed_orders, 2, "ask 20000 and the unknown part of bid 10000");
     assert_eq!(r.synthetic_orders, 3, "plus bid 9900 entering the view");
     assert_eq!(r.unknown_id_reductions, 2);
     assert_eq!(r.messages_by_type[5], 1);

@@ -228,11 +228,9 @@ impl Model {
                 min_notional,
             ),
             Command::SetMarketStatus { market, status } => self.set_market_status(market, status),
-            Command::SetFeeTier {
-                tier,
-                maker_bps,
-                taker_bps,
-            } => self.set_fee_tier(tier, maker_bps, taker_bps),
+            Command::SetFeeTier { tier, maker_bps, taker_bps } => {
+                self.set_fee_tier(tier, maker_bps, taker_bps)
+            }
             Command::CreateAccount { account, fee_tier } => self.create_account(account, fee_tier),
             Command::SetAccountFeeTier { account, fee_tier } => {
                 self.set_account_fee_tier(account, fee_tier)
@@ -240,37 +238,21 @@ impl Model {
             Command::SetAccountStatus { account, status } => {
                 self.set_account_status(account, status)
             }
-            Command::Deposit {
-                account,
-                asset,
-                amount,
-            } => self.deposit(account, asset, amount),
-            Command::Withdraw {
-                account,
-                asset,
-                amount,
-            } => self.withdraw(account, asset, amount),
+            Command::Deposit { account, asset, amount } => self.deposit(account, asset, amount),
+            Command::Withdraw { account, asset, amount } => self.withdraw(account, asset, amount),
             Command::PlaceOrder(ref o) => self.place(o),
             Command::CancelOrder { account, order } => self.cancel(account, order),
             Command::CancelAll { account, market } => self.cancel_all(account, market),
-            Command::AmendOrder {
-                account,
-                order,
-                new_price,
-                new_quantity,
-            } => self.amend(account, order, new_price, new_quantity),
+            Command::AmendOrder { account, order, new_price, new_quantity } => {
+                self.amend(account, order, new_price, new_quantity)
+            }
         };
         self.check_quantities_fit();
         match result {
             Ok(()) => {
                 for (account, asset) in std::mem::take(&mut self.touched) {
                     let (free, held) = self.balances[&(account, asset)];
-                    self.out.push(Event::Balance {
-                        account,
-                        asset,
-                        free,
-                        held,
-                    });
+                    self.out.push(Event::Balance { account, asset, free, held });
                 }
             }
             Err(r) => self.rejected(cmd, r),
@@ -295,14 +277,8 @@ impl Model {
 
     /// The single event of a refused command.
     fn rejected(&mut self, cmd: &Command, (reason, found_order): Rej) {
-        assert!(
-            self.touched.is_empty(),
-            "model: a rejected command touched balances"
-        );
-        assert!(
-            self.out.is_empty(),
-            "model: a rejected command produced events"
-        );
+        assert!(self.touched.is_empty(), "model: a rejected command touched balances");
+        assert!(self.out.is_empty(), "model: a rejected command produced events");
         let (account, order_id, client_order_id) = match *cmd {
             Command::PlaceOrder(ref o) => (o.account, 0, o.client_order_id),
             Command::CancelOrder { account, order }
@@ -357,11 +333,7 @@ impl Model {
     /// The open order an account means, if it has one.
     fn lookup(&self, account: AccountId, order: OrderRef) -> Option<OrderId> {
         match order {
-            OrderRef::Id(id) => self
-                .orders
-                .get(&id)
-                .filter(|o| o.account == account)
-                .map(|o| o.id),
+            OrderRef::Id(id) => self.orders.get(&id).filter(|o| o.account == account).map(|o| o.id),
             OrderRef::Client(0) => None,
             OrderRef::Client(c) => self
                 .orders
@@ -377,9 +349,7 @@ impl Model {
         if !self.touched.contains(&(account, asset)) {
             self.touched.push((account, asset));
         }
-        self.balances
-            .get_mut(&(account, asset))
-            .expect("model: balance of a listed asset")
+        self.balances.get_mut(&(account, asset)).expect("model: balance of a listed asset")
     }
 
     pub fn free(&self, account: AccountId, asset: AssetId) -> u64 {
@@ -394,9 +364,7 @@ impl Model {
 
     fn release(&mut self, account: AccountId, asset: AssetId, amount: u64) {
         let b = self.touch(account, asset);
-        b.1 =
-            b.1.checked_sub(amount)
-                .expect("model: release more than held");
+        b.1 = b.1.checked_sub(amount).expect("model: release more than held");
         b.0 += amount;
     }
 
@@ -426,9 +394,7 @@ impl Model {
     /// Give back the part of an order's hold that `by` of its leaves needed.
     fn release_part(&mut self, o: &Order, by: u64) {
         let before = self.required_hold(o, o.leaves).expect("model: hold fits");
-        let after = self
-            .required_hold(o, o.leaves - by)
-            .expect("model: hold fits");
+        let after = self.required_hold(o, o.leaves - by).expect("model: hold fits");
         let asset = self.hold_asset(o);
         self.release(o.account, asset, before - after);
     }
@@ -478,13 +444,8 @@ impl Model {
     /// Take an order out of its level's queue (dropping an empty level).
     fn unlink(&mut self, o: &Order) {
         let ladder = self.markets.get_mut(&o.market).unwrap().ladder_mut(o.side);
-        let q = ladder
-            .get_mut(&o.price)
-            .expect("model: resting order's level exists");
-        let pos = q
-            .iter()
-            .position(|&id| id == o.id)
-            .expect("model: order in its level");
+        let q = ladder.get_mut(&o.price).expect("model: resting order's level exists");
+        let pos = q.iter().position(|&id| id == o.id).expect("model: order in its level");
         q.remove(pos);
         if q.is_empty() {
             ladder.remove(&o.price);
@@ -503,15 +464,8 @@ impl Model {
     /// Filled plus cancelled is the order's quantity: cancelled is what was still open (none
     /// when filled, or for a buy by quote amount) plus what self-trade prevention took away.
     fn done(&mut self, o: &Order, reason: DoneReason) {
-        let open = if reason == DoneReason::Filled || o.unbounded {
-            0
-        } else {
-            o.leaves
-        };
-        let cancelled = fits(
-            u128::from(open) + u128::from(o.decremented),
-            "cancelled quantity",
-        );
+        let open = if reason == DoneReason::Filled || o.unbounded { 0 } else { o.leaves };
+        let cancelled = fits(u128::from(open) + u128::from(o.decremented), "cancelled quantity");
         if o.decremented != 0 {
             self.notes.push(if reason == DoneReason::Filled {
                 "done after a decrement: filled"
@@ -532,10 +486,7 @@ impl Model {
 
     /// Remove a resting order without a trade: book event, hold back, done.
     fn cancel_resting(&mut self, id: OrderId, reason: DoneReason) {
-        let o = self
-            .orders
-            .remove(&id)
-            .expect("model: cancelling an open order");
+        let o = self.orders.remove(&id).expect("model: cancelling an open order");
         self.unlink(&o);
         self.book_event(&o, BookAction::Remove, 0, o.leaves);
         self.release_part(&o, o.leaves);
@@ -598,11 +549,10 @@ impl Model {
             // A buy by quote amount that has spent all of it is done, whatever is left in
             // the book.
             if let Funding::Budget { cap: Some(0), .. } = *funding {
-                self.notes
-                    .push(match self.markets[&t.market].best(opposite) {
-                        Some(_) => "quote amount spent, book not empty",
-                        None => "quote amount spent, book empty",
-                    });
+                self.notes.push(match self.markets[&t.market].best(opposite) {
+                    Some(_) => "quote amount spent, book not empty",
+                    None => "quote amount spent, book empty",
+                });
                 return Stop::BudgetExhausted;
             }
             let m = &self.markets[&t.market];
@@ -624,11 +574,7 @@ impl Model {
                         return Stop::SelfTrade;
                     }
                     StpMode::Decrement => {
-                        let d = if t.unbounded {
-                            maker.leaves
-                        } else {
-                            t.leaves.min(maker.leaves)
-                        };
+                        let d = if t.unbounded { maker.leaves } else { t.leaves.min(maker.leaves) };
                         if d == maker.leaves {
                             self.cancel_resting(maker_id, DoneReason::SelfTrade);
                         } else {
@@ -648,11 +594,7 @@ impl Model {
                 }
                 continue;
             }
-            let mut qty = if t.unbounded {
-                maker.leaves
-            } else {
-                t.leaves.min(maker.leaves)
-            };
+            let mut qty = if t.unbounded { maker.leaves } else { t.leaves.min(maker.leaves) };
             if let Funding::Budget { remaining, cap } = *funding {
                 qty = self.affordable(m, price, qty, t.taker_bps, remaining, cap);
                 if qty == 0 {
@@ -698,9 +640,7 @@ impl Model {
         }
         self.touch(buyer.account, base).0 += qty;
         let b = self.touch(seller.account, base);
-        b.1 =
-            b.1.checked_sub(qty)
-                .expect("model: seller holds the base it sells");
+        b.1 = b.1.checked_sub(qty).expect("model: seller holds the base it sells");
         self.touch(seller.account, quote).0 += value - seller_fee;
         if maker_fee + taker_fee != 0 {
             self.touch(FEE_ACCOUNT, quote).0 += maker_fee + taker_fee;
@@ -831,12 +771,7 @@ impl Model {
                 asks: BTreeMap::new(),
             },
         );
-        self.out.push(Event::MarketListed {
-            market,
-            base,
-            quote,
-            tick_value,
-        });
+        self.out.push(Event::MarketListed { market, base, quote, tick_value });
         Ok(())
     }
 
@@ -861,11 +796,7 @@ impl Model {
         }
         let m = self.markets.get_mut(&market).unwrap();
         m.status = status;
-        self.out.push(Event::MarketStatusChanged {
-            market,
-            status,
-            book_seq: m.book_seq,
-        });
+        self.out.push(Event::MarketStatusChanged { market, status, book_seq: m.book_seq });
         Ok(())
     }
 
@@ -874,11 +805,7 @@ impl Model {
             return rej(RejectReason::InvalidFee);
         }
         self.tiers.insert(tier, (maker_bps, taker_bps));
-        self.out.push(Event::FeeTierSet {
-            tier,
-            maker_bps,
-            taker_bps,
-        });
+        self.out.push(Event::FeeTierSet { tier, maker_bps, taker_bps });
         Ok(())
     }
 
@@ -892,8 +819,7 @@ impl Model {
         if !self.tiers.contains_key(&fee_tier) {
             return rej(RejectReason::UnknownFeeTier);
         }
-        self.accounts
-            .insert(account, (AccountStatus::Active, fee_tier));
+        self.accounts.insert(account, (AccountStatus::Active, fee_tier));
         for &asset in self.assets.keys() {
             self.balances.insert((account, asset), (0, 0));
         }
@@ -907,16 +833,14 @@ impl Model {
             return rej(RejectReason::UnknownFeeTier);
         }
         self.accounts.get_mut(&account).unwrap().1 = fee_tier;
-        self.out
-            .push(Event::AccountFeeTierSet { account, fee_tier });
+        self.out.push(Event::AccountFeeTierSet { account, fee_tier });
         Ok(())
     }
 
     fn set_account_status(&mut self, account: AccountId, status: AccountStatus) -> Result<(), Rej> {
         self.trader(account)?;
         self.accounts.get_mut(&account).unwrap().0 = status;
-        self.out
-            .push(Event::AccountStatusChanged { account, status });
+        self.out.push(Event::AccountStatusChanged { account, status });
         Ok(())
     }
 
@@ -937,11 +861,7 @@ impl Model {
         }
         *self.net.get_mut(&asset).unwrap() += u128::from(amount);
         self.touch(account, asset).0 += amount;
-        self.out.push(Event::Deposited {
-            account,
-            asset,
-            amount,
-        });
+        self.out.push(Event::Deposited { account, asset, amount });
         Ok(())
     }
 
@@ -963,11 +883,7 @@ impl Model {
         }
         *self.net.get_mut(&asset).unwrap() -= u128::from(amount);
         self.touch(account, asset).0 -= amount;
-        self.out.push(Event::Withdrawn {
-            account,
-            asset,
-            amount,
-        });
+        self.out.push(Event::Withdrawn { account, asset, amount });
         Ok(())
     }
 
@@ -1031,23 +947,16 @@ impl Model {
             filled: 0,
             decremented: 0,
             unbounded: by_quote,
-            reserve: if o.reserve_price != 0 {
-                Some(o.reserve_price)
-            } else {
-                None
-            },
+            reserve: if o.reserve_price != 0 { Some(o.reserve_price) } else { None },
             maker_bps,
             taker_bps,
         };
         let hold_bps = maker_bps.max(taker_bps);
         // Size: representable, and not below the minimum.
         if !is_market {
-            let value = m
-                .notional(o.quantity, o.price)
-                .ok_or((RejectReason::Overflow, 0))?;
+            let value = m.notional(o.quantity, o.price).ok_or((RejectReason::Overflow, 0))?;
             if o.side == Side::Buy {
-                self.required_hold(&t, t.leaves)
-                    .ok_or((RejectReason::Overflow, 0))?;
+                self.required_hold(&t, t.leaves).ok_or((RejectReason::Overflow, 0))?;
             }
             // An order that may rest must leave its side's total base quantity within u64.
             if o.time_in_force == TimeInForce::Gtc
@@ -1065,20 +974,14 @@ impl Model {
             }
             risk::with_fee(o.quote_quantity, hold_bps).ok_or((RejectReason::Overflow, 0))?;
         } else if o.side == Side::Buy && o.price != 0 {
-            self.required_hold(&t, t.leaves)
-                .ok_or((RejectReason::Overflow, 0))?;
+            self.required_hold(&t, t.leaves).ok_or((RejectReason::Overflow, 0))?;
         }
         if o.client_order_id != 0
-            && self
-                .lookup(o.account, OrderRef::Client(o.client_order_id))
-                .is_some()
+            && self.lookup(o.account, OrderRef::Client(o.client_order_id)).is_some()
         {
             return rej(RejectReason::DuplicateClientOrderId);
         }
-        if o.post_only
-            && m.best(o.side.opposite())
-                .is_some_and(|p| crosses(o.side, o.price, p))
-        {
+        if o.post_only && m.best(o.side.opposite()).is_some_and(|p| crosses(o.side, o.price, p)) {
             return rej(RejectReason::PostOnlyWouldTake);
         }
         // Funds: a sell holds its base; a limit buy, or a market buy with a protection
@@ -1091,27 +994,15 @@ impl Model {
                 (
                     m.quote,
                     budget,
-                    Funding::Budget {
-                        remaining: budget,
-                        cap: Some(o.quote_quantity),
-                    },
+                    Funding::Budget { remaining: budget, cap: Some(o.quote_quantity) },
                 )
             }
-            Side::Buy if !is_market || o.price != 0 => (
-                m.quote,
-                self.required_hold(&t, t.leaves).unwrap(),
-                Funding::Tracked,
-            ),
+            Side::Buy if !is_market || o.price != 0 => {
+                (m.quote, self.required_hold(&t, t.leaves).unwrap(), Funding::Tracked)
+            }
             Side::Buy => {
                 let all = self.free(o.account, m.quote);
-                (
-                    m.quote,
-                    all,
-                    Funding::Budget {
-                        remaining: all,
-                        cap: None,
-                    },
-                )
+                (m.quote, all, Funding::Budget { remaining: all, cap: None })
             }
         };
         if amount == 0 || self.free(o.account, asset) < amount {
@@ -1129,11 +1020,7 @@ impl Model {
             client_order_id: o.client_order_id,
             side: o.side,
             order_type: o.order_type,
-            time_in_force: if is_market {
-                TimeInForce::Ioc
-            } else {
-                o.time_in_force
-            },
+            time_in_force: if is_market { TimeInForce::Ioc } else { o.time_in_force },
             price: o.price,
             quantity: o.quantity,
             quote_quantity: o.quote_quantity,
@@ -1164,9 +1051,7 @@ impl Model {
 
     fn cancel(&mut self, account: AccountId, order: OrderRef) -> Result<(), Rej> {
         self.trader(account)?;
-        let id = self
-            .lookup(account, order)
-            .ok_or((RejectReason::OrderNotFound, 0))?;
+        let id = self.lookup(account, order).ok_or((RejectReason::OrderNotFound, 0))?;
         self.cancel_resting(id, DoneReason::Cancelled);
         Ok(())
     }
@@ -1187,11 +1072,7 @@ impl Model {
         for &id in &ids {
             self.cancel_resting(id, DoneReason::Cancelled);
         }
-        self.out.push(Event::MassCancelled {
-            account,
-            market,
-            count: ids.len() as u32,
-        });
+        self.out.push(Event::MassCancelled { account, market, count: ids.len() as u32 });
         Ok(())
     }
 
@@ -1203,9 +1084,7 @@ impl Model {
         new_quantity: u64,
     ) -> Result<(), Rej> {
         self.trader(account)?;
-        let id = self
-            .lookup(account, order)
-            .ok_or((RejectReason::OrderNotFound, 0))?;
+        let id = self.lookup(account, order).ok_or((RejectReason::OrderNotFound, 0))?;
         let o = self.orders[&id].clone();
         let no = |r: RejectReason| Err((r, id));
         if let Err(r) = self.tradable(account, o.market) {
@@ -1222,11 +1101,7 @@ impl Model {
             return no(RejectReason::QuantityOffLot);
         }
         let price = if new_price != 0 { new_price } else { o.price };
-        let qty = if new_quantity != 0 {
-            new_quantity
-        } else {
-            o.leaves
-        };
+        let qty = if new_quantity != 0 { new_quantity } else { o.leaves };
         if price == o.price && qty == o.leaves {
             return no(RejectReason::AmendNoChange);
         }
@@ -1258,9 +1133,8 @@ impl Model {
             return no(RejectReason::BelowMinNotional);
         }
         let price_changed = price != o.price;
-        let crossing = price_changed
-            && m.best(o.side.opposite())
-                .is_some_and(|p| crosses(o.side, price, p));
+        let crossing =
+            price_changed && m.best(o.side.opposite()).is_some_and(|p| crosses(o.side, price, p));
         if o.post_only && crossing {
             return no(RejectReason::PostOnlyWouldTake);
         }
@@ -1302,11 +1176,8 @@ impl Model {
         });
         let mut t = new;
         let mut funding = Funding::Tracked;
-        let stop = if crossing {
-            self.match_incoming(&mut t, &mut funding)
-        } else {
-            Stop::LimitReached
-        };
+        let stop =
+            if crossing { self.match_incoming(&mut t, &mut funding) } else { Stop::LimitReached };
         self.finish(t, stop, funding, true, false);
         Ok(())
     }
@@ -1331,17 +1202,11 @@ impl Model {
     }
 
     pub fn balance(&self, account: AccountId, asset: AssetId) -> Option<Balance> {
-        self.balances
-            .get(&(account, asset))
-            .map(|&(free, held)| Balance { free, held })
+        self.balances.get(&(account, asset)).map(|&(free, held)| Balance { free, held })
     }
 
     pub fn open_orders(&self, account: AccountId) -> Vec<OrderView> {
-        self.orders
-            .values()
-            .filter(|o| o.account == account)
-            .map(|o| self.view(o))
-            .collect()
+        self.orders.values().filter(|o| o.account == account).map(|o| self.view(o)).collect()
     }
 
     pub fn depth(&self, market: MarketId, side: Side) -> Vec<LevelView> {
@@ -1352,11 +1217,7 @@ impl Model {
             .into_iter()
             .map(|p| {
                 let (quantity, orders) = self.level(market, side, p);
-                LevelView {
-                    price: p,
-                    quantity,
-                    orders,
-                }
+                LevelView { price: p, quantity, orders }
             })
             .collect()
     }
@@ -1367,11 +1228,7 @@ impl Model {
         };
         m.prices_best_first(side)
             .into_iter()
-            .flat_map(|p| {
-                m.ladder(side)[&p]
-                    .iter()
-                    .map(|id| self.view(&self.orders[id]))
-            })
+            .flat_map(|p| m.ladder(side)[&p].iter().map(|id| self.view(&self.orders[id])))
             .collect()
     }
 
@@ -1393,9 +1250,6 @@ impl Model {
 
     /// Ids of every open order (for picking targets of cancels and amends).
     pub fn open_ids(&self) -> Vec<(OrderId, AccountId, ClientOrderId)> {
-        self.orders
-            .values()
-            .map(|o| (o.id, o.account, o.client_id))
-            .collect()
+        self.orders.values().map(|o| (o.id, o.account, o.client_id)).collect()
     }
 }
