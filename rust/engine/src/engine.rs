@@ -20,7 +20,7 @@
 //! [`crate::book`] and O(1) per fill; a cancel-all is O(orders of the account).
 
 use rustc_hash::FxHashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::book::{Book, Ladder, LevelPool, OrderPool, OrderSlot, Slot, NIL};
 use crate::command::{Command, NewOrder, OrderRef};
@@ -28,6 +28,11 @@ use crate::event::{BookAction, DoneReason, Event, RejectReason};
 use crate::index::OrderIdIndex;
 use crate::risk;
 use crate::types::*;
+
+mod snapshot;
+pub use snapshot::{
+    AccountState, AssetState, MarketState, OrderState, Snapshot, SnapshotError, SNAPSHOT_VERSION,
+};
 
 /// Sizes to preallocate. Exceeding them is allowed; it only costs an allocation.
 #[derive(Clone, Copy, Debug)]
@@ -45,7 +50,7 @@ impl Default for EngineConfig {
 }
 
 /// One account's balance in one asset.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balance {
     /// Available.
     pub free: u64,

@@ -27,6 +27,8 @@ pub mod risk;
 pub mod types;
 
 pub use command::{Command, CommandKind, DecodeError, NewOrder, OrderRef};
-pub use engine::{Balance, Engine, EngineConfig, LevelView, MarketView, OrderView};
+pub use engine::{
+    Balance, Engine, EngineConfig, LevelView, MarketView, OrderView, Snapshot, SnapshotError,
+};
 pub use event::{BookAction, DoneReason, Event, RejectReason};
 pub use types::*;

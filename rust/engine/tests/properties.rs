@@ -6,7 +6,8 @@
 //! every command:
 //! * the engine's events equal the model's, in order and in every field;
 //! * `check_invariants` holds (money conservation, holds, book structure);
-//! * a second engine with tiny preallocation gets the same events and the same state hash
+//! * a second engine with tiny preallocation gets the same events and the same state hash,
+//!   and is rebuilt from a snapshot of the first every few commands
 //!   (determinism, and independence from pool sizes and slot reuse);
 //! * a command answered by a single `Rejected` leaves the state hash unchanged;
 //! * the full visible state (balances, open orders, depth, book orders, markets, order
@@ -930,6 +931,21 @@ fn drive(
             "state hashes differ after [{}]",
             i
         );
+        // Every so often the twin is rebuilt from a snapshot (through its serde form): it
+        // must carry on exactly like the original.
+        if i % 7 == 3 {
+            let snap = engine.snapshot();
+            let json = serde_json::to_string(&snap).expect("snapshot serialises");
+            let back: Snapshot = serde_json::from_str(&json).expect("snapshot deserialises");
+            prop_assert_eq!(&back, &snap);
+            small = Engine::from_snapshot(
+                &back,
+                EngineConfig { order_capacity: 1, levels_per_side: 1 },
+            )
+            .map_err(|e| fail(format!("snapshot after [{i}] does not restore: {e}")))?;
+            prop_assert_eq!(small.state_hash(), engine.state_hash(), "restored hash after [{}]", i);
+            prop_assert_eq!(small.snapshot(), snap, "restored snapshot after [{}]", i);
+        }
         if let [Event::Rejected { .. }] = events.as_slice() {
             prop_assert_eq!(
                 hash_before,
