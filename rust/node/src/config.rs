@@ -1,0 +1,83 @@
+//! Node configuration: where the data lives, how durable an acknowledgement is, and how the
+//! threads are placed.
+//!
+//! Read from JSON or TOML by the Python front end (`bourse node`), with unknown keys
+//! rejected; every field has a default suited to a small machine.
+
+use std::path::PathBuf;
+
+use bourse_engine::EngineConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::journal::Durability;
+use crate::wait::WaitStrategy;
+
+/// Cores to pin the pipeline threads to; `None` leaves a thread to the scheduler.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cores {
+    /// The sequencer and journal writer.
+    pub sequencer: Option<usize>,
+    /// The engine.
+    pub engine: Option<usize>,
+    /// The publisher (acknowledgements and the event log).
+    pub publisher: Option<usize>,
+}
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Directory for journal segments and snapshots; created if missing.
+    pub data_dir: PathBuf,
+    /// When a command counts as durable (and may be acknowledged).
+    pub durability: Durability,
+    /// A journal segment is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// Take a snapshot after this many commands (0: never by count).
+    pub snapshot_every_commands: u64,
+    /// Take a snapshot when this many seconds of command time have passed (0: never by time).
+    pub snapshot_every_secs: u64,
+    /// Snapshots to keep; journal segments older than the oldest kept one are deleted.
+    pub keep_snapshots: usize,
+    /// Capacity of each ring between threads (rounded up to a power of two).
+    pub ring_capacity: usize,
+    /// How idle threads wait: `busy_spin` on dedicated cores, `spin_then_park` on a small
+    /// machine.
+    pub wait: WaitStrategy,
+    /// Thread placement.
+    pub cores: Cores,
+    /// Orders the engine preallocates for.
+    pub order_capacity: usize,
+    /// Price levels per book side the engine preallocates for.
+    pub levels_per_side: usize,
+    /// Command results kept in memory for event consumers; older ones are re-derived from
+    /// the journal.
+    pub event_window: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("data/node"),
+            durability: Durability::Fsync,
+            segment_bytes: 64 << 20,
+            snapshot_every_commands: 1_000_000,
+            snapshot_every_secs: 300,
+            keep_snapshots: 2,
+            ring_capacity: 1 << 16,
+            wait: WaitStrategy::SpinThenPark { spins: 200, park_timeout_us: 1_000 },
+            cores: Cores::default(),
+            order_capacity: 1 << 20,
+            levels_per_side: 4096,
+            event_window: 1 << 20,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The engine's preallocation.
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig { order_capacity: self.order_capacity, levels_per_side: self.levels_per_side }
+    }
+}

@@ -1,0 +1,351 @@
+//! The journal writer: batching, group commit and segment rolls.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bourse_engine::Command;
+use serde::{Deserialize, Serialize};
+
+use super::segment::{list_segments, remove_segments_before, segment_path};
+use super::{
+    encode_segment_header, sync_dir, Durability, JournalError, NONE_FLUSH_BYTES, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN,
+};
+
+/// Where and how to write the journal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalConfig {
+    /// The journal directory (created if missing).
+    pub dir: PathBuf,
+    /// Roll to a new segment once the current one holds at least this many bytes (checked
+    /// after each commit, so a segment exceeds it by at most one batch).
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// When a commit counts as done.
+    #[serde(default)]
+    pub durability: Durability,
+}
+
+fn default_segment_bytes() -> u64 {
+    JournalConfig::DEFAULT_SEGMENT_BYTES
+}
+
+impl JournalConfig {
+    /// Default segment size: 64 MiB (about 900 k records).
+    pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+    /// A configuration with the default segment size and [`Durability::Fsync`].
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        JournalConfig {
+            dir: dir.into(),
+            segment_bytes: Self::DEFAULT_SEGMENT_BYTES,
+            durability: Durability::Fsync,
+        }
+    }
+}
+
+/// What one [`JournalWriter::commit`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitStats {
+    /// Records in the batch.
+    pub records: u64,
+    /// Bytes in the batch.
+    pub bytes: u64,
+    /// Time spent in `write(2)`, nanoseconds (0 if nothing was written).
+    pub write_ns: u64,
+    /// Time spent in `fdatasync(2)`, nanoseconds (0 if not synced).
+    pub sync_ns: u64,
+    /// Every record up to this sequence number is durable under the policy.
+    pub durable_seq: u64,
+    /// Whether the commit finished the segment and started a new one.
+    pub rolled: bool,
+}
+
+/// Appends records to the journal and group-commits them.
+///
+/// Single-threaded: one writer per journal directory. After any I/O error the writer is
+/// poisoned (every later call returns [`JournalError::Poisoned`]): the state of the failed
+/// batch on disk is unknown and retrying an `fsync` after a failure is not safe, so the node
+/// must stop and recover.
+#[derive(Debug)]
+pub struct JournalWriter {
+    dir: PathBuf,
+    segment_bytes: u64,
+    durability: Durability,
+    file: File,
+    path: PathBuf,
+    /// Bytes of the current segment, header and committed records (buffered ones included).
+    segment_len: u64,
+    /// Encoded records: `batch[..committed_len]` committed but not yet written (only with
+    /// [`Durability::None`]), the rest appended since the last commit.
+    batch: Vec<u8>,
+    committed_len: usize,
+    batch_records: u64,
+    next_seq: u64,
+    durable_seq: u64,
+    poisoned: bool,
+}
+
+impl JournalWriter {
+    /// Start writing at `next_seq` in a **new** segment `{next_seq:020}.journal`.
+    ///
+    /// After a restart, first run [`super::recover_journal`] (which validates the old segments
+    /// and truncates a torn tail) and pass its `last_seq + 1`. The only existing segment this
+    /// may replace is an empty one (header only) with the same name, left by a crash just
+    /// after a roll; a segment starting after `next_seq`, one at `next_seq` holding records,
+    /// or an empty last segment at another seq (a gap) is a [`JournalError::Conflict`].
+    pub fn open(config: &JournalConfig, next_seq: u64) -> Result<Self, JournalError> {
+        if next_seq == 0 {
+            return Err(JournalError::Config("sequence numbers start at 1".into()));
+        }
+        if config.segment_bytes == 0 {
+            return Err(JournalError::Config("segment_bytes must be positive".into()));
+        }
+        let dir = config.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| JournalError::io("create directory", &dir, e))?;
+        if let Some(last) = list_segments(&dir)?.last() {
+            if last.first_seq > next_seq {
+                return Err(JournalError::Conflict {
+                    path: last.path.clone(),
+                    reason: format!(
+                        "segment starts at seq {}, after next seq {next_seq}",
+                        last.first_seq
+                    ),
+                });
+            }
+            if last.is_empty() && last.first_seq != next_seq {
+                return Err(JournalError::Conflict {
+                    path: last.path.clone(),
+                    reason: format!(
+                        "the journal ends at seq {} (empty last segment), next seq {next_seq} \
+                         would leave a gap",
+                        last.first_seq - 1
+                    ),
+                });
+            }
+            if last.first_seq == next_seq && !last.is_empty() {
+                return Err(JournalError::Conflict {
+                    path: last.path.clone(),
+                    reason: format!("segment for next seq {next_seq} already holds records"),
+                });
+            }
+        }
+        let (file, path) = create_segment(&dir, next_seq, config.durability)?;
+        Ok(JournalWriter {
+            dir,
+            segment_bytes: config.segment_bytes,
+            durability: config.durability,
+            file,
+            path,
+            segment_len: SEGMENT_HEADER_LEN as u64,
+            batch: Vec::with_capacity(64 << 10),
+            committed_len: 0,
+            batch_records: 0,
+            next_seq,
+            durable_seq: next_seq - 1,
+            poisoned: false,
+        })
+    }
+
+    /// Add a record to the current batch. `seq` must be [`Self::next_seq`]. Nothing is
+    /// written until [`Self::commit`]. No allocation once the batch buffer has grown.
+    #[inline]
+    pub fn append(
+        &mut self,
+        seq: u64,
+        timestamp_ns: u64,
+        command: &Command,
+    ) -> Result<(), JournalError> {
+        if self.poisoned {
+            return Err(JournalError::Poisoned);
+        }
+        if seq != self.next_seq {
+            return Err(JournalError::OutOfSequence { expected: self.next_seq, got: seq });
+        }
+        let start = self.batch.len();
+        self.batch.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
+        self.batch.extend_from_slice(&seq.to_le_bytes());
+        self.batch.extend_from_slice(&timestamp_ns.to_le_bytes());
+        command.encode(&mut self.batch);
+        let body = &self.batch[start + RECORD_HEADER_LEN..];
+        let len = body.len() as u32;
+        let crc = crc32c::crc32c(body);
+        self.batch[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        self.batch[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        self.next_seq += 1;
+        self.batch_records += 1;
+        Ok(())
+    }
+
+    /// Group commit: make every appended record durable under the policy — one `write(2)` of
+    /// the batch and, with [`Durability::Fsync`], one `fdatasync(2)` — then roll to a new
+    /// segment if the current one has reached `segment_bytes`. An empty batch is a no-op.
+    pub fn commit(&mut self) -> Result<CommitStats, JournalError> {
+        if self.poisoned {
+            return Err(JournalError::Poisoned);
+        }
+        let records = self.batch_records;
+        if records == 0 {
+            return Ok(CommitStats { durable_seq: self.durable_seq, ..CommitStats::default() });
+        }
+        let bytes = (self.batch.len() - self.committed_len) as u64;
+        let mut stats = CommitStats { records, bytes, ..CommitStats::default() };
+        match self.durability {
+            Durability::Fsync | Durability::Write => {
+                let t = Instant::now();
+                let r = self.file.write_all(&self.batch);
+                stats.write_ns = t.elapsed().as_nanos() as u64;
+                self.check(r, "write segment")?;
+                self.batch.clear();
+                if self.durability == Durability::Fsync {
+                    let t = Instant::now();
+                    let r = self.file.sync_data();
+                    stats.sync_ns = t.elapsed().as_nanos() as u64;
+                    self.check(r, "fdatasync segment")?;
+                }
+            }
+            Durability::None => {
+                self.committed_len = self.batch.len();
+                if self.committed_len >= NONE_FLUSH_BYTES {
+                    let t = Instant::now();
+                    self.flush()?;
+                    stats.write_ns = t.elapsed().as_nanos() as u64;
+                }
+            }
+        }
+        self.segment_len += bytes;
+        self.batch_records = 0;
+        self.durable_seq = self.next_seq - 1;
+        stats.durable_seq = self.durable_seq;
+        if self.segment_len >= self.segment_bytes {
+            self.roll()?;
+            stats.rolled = true;
+        }
+        Ok(stats)
+    }
+
+    /// Write out records committed under [`Durability::None`] and still buffered. A no-op
+    /// under the other policies (their commits write immediately).
+    pub fn flush(&mut self) -> Result<(), JournalError> {
+        if self.poisoned {
+            return Err(JournalError::Poisoned);
+        }
+        if self.committed_len > 0 {
+            let r = self.file.write_all(&self.batch[..self.committed_len]);
+            self.check(r, "write segment")?;
+            self.batch.drain(..self.committed_len);
+            self.committed_len = 0;
+        }
+        Ok(())
+    }
+
+    /// [`Self::flush`], then `fdatasync` the current segment whatever the policy (for a clean
+    /// shutdown).
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        self.flush()?;
+        let r = self.file.sync_data();
+        self.check(r, "fdatasync segment")
+    }
+
+    /// Finish the current segment (write out buffered records; sync it unless the policy is
+    /// `none`) and start a new one at the next sequence number.
+    fn roll(&mut self) -> Result<(), JournalError> {
+        self.flush()?;
+        if self.durability == Durability::Write {
+            let r = self.file.sync_data();
+            self.check(r, "fdatasync segment")?;
+        }
+        let created = create_segment(&self.dir, self.next_seq, self.durability);
+        let (file, path) = match created {
+            Ok(fp) => fp,
+            Err(e) => {
+                self.poisoned = true;
+                return Err(e);
+            }
+        };
+        self.file = file;
+        self.path = path;
+        self.segment_len = SEGMENT_HEADER_LEN as u64;
+        Ok(())
+    }
+
+    fn check(&mut self, r: std::io::Result<()>, op: &'static str) -> Result<(), JournalError> {
+        r.map_err(|e| {
+            self.poisoned = true;
+            JournalError::io(op, &self.path, e)
+        })
+    }
+
+    /// The sequence number the next [`Self::append`] must use.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Every record up to this sequence number is durable under the policy (0: none yet).
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq
+    }
+
+    /// Records appended since the last commit.
+    pub fn pending_records(&self) -> u64 {
+        self.batch_records
+    }
+
+    /// The policy.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The journal directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The segment being written.
+    pub fn current_segment(&self) -> &Path {
+        &self.path
+    }
+
+    /// Compaction: delete the segments whose records are all below `seq` (see
+    /// [`super::remove_segments_before`]). The current segment is never deleted.
+    pub fn remove_segments_before(&self, seq: u64) -> Result<Vec<PathBuf>, JournalError> {
+        remove_segments_before(&self.dir, seq)
+    }
+}
+
+impl Drop for JournalWriter {
+    /// Writes out records committed under [`Durability::None`] (best effort). Records
+    /// appended but never committed are dropped.
+    fn drop(&mut self) {
+        if !self.poisoned && self.committed_len > 0 {
+            let _ = self.file.write_all(&self.batch[..self.committed_len]);
+        }
+    }
+}
+
+/// Create `{first_seq:020}.journal` atomically: write the header to a `.tmp` file, sync it,
+/// rename it into place and sync the directory (no syncs with [`Durability::None`]).
+fn create_segment(
+    dir: &Path,
+    first_seq: u64,
+    durability: Durability,
+) -> Result<(File, PathBuf), JournalError> {
+    let path = segment_path(dir, first_seq);
+    let mut tmp = path.clone().into_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = File::create(&tmp).map_err(|e| JournalError::io("create segment", &tmp, e))?;
+    file.write_all(&encode_segment_header(first_seq))
+        .map_err(|e| JournalError::io("write segment header", &tmp, e))?;
+    let sync = durability != Durability::None;
+    if sync {
+        file.sync_all().map_err(|e| JournalError::io("fsync segment", &tmp, e))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| JournalError::io("rename segment", &tmp, e))?;
+    if sync {
+        sync_dir(dir)?;
+    }
+    Ok((file, path))
+}

@@ -1,0 +1,21 @@
+//! # bourse-node
+//!
+//! The durable pipeline around the engine: one sequencer giving every command a sequence
+//! number and a timestamp, a journal that makes it durable before anything is acknowledged,
+//! snapshots, crash recovery, and the threads (joined by lock-free rings) that run them.
+
+pub mod affinity;
+pub mod bench;
+pub mod config;
+pub mod journal;
+pub mod node;
+pub mod recovery;
+pub mod ring;
+pub mod snapfile;
+pub mod wait;
+
+pub use config::{Cores, NodeConfig};
+pub use journal::Durability;
+pub use node::{Ack, Client, CommandEvents, Node, NodeError, NodeStats, SubmitError};
+pub use recovery::RecoveryReport;
+pub use wait::WaitStrategy;

@@ -1,0 +1,867 @@
+//! The node: the engine running behind a sequencer and a journal, on its own threads.
+//!
+//! ```text
+//!  Client ─ring─┐                                                        ┌─ring─► Client (acks)
+//!  Client ─ring─┼─► sequencer + journal ─ring─► engine ─ring─► publisher ─┼─ring─► Client (acks)
+//!  Client ─ring─┘   seq, timestamp,            apply,         event log   └──────► event readers
+//!                   group commit (fsync)       snapshots
+//! ```
+//!
+//! * **Sequencer + journal thread.** Drains every client's ring in turn, gives each command
+//!   the next sequence number and a timestamp (the only clock read on the command path), and
+//!   appends it to the journal batch. When the rings are drained (or the batch is full) it
+//!   commits the batch — one write and, under `fsync`, one fdatasync — and only then passes
+//!   the batch on. So the engine, and everything after it, only ever sees durable commands:
+//!   no acknowledgement, event or market data can leave before its command is durable.
+//! * **Engine thread.** Applies commands in sequence order; takes snapshots (the engine is
+//!   paused only while its state is copied; writing happens on a background thread).
+//! * **Publisher thread.** Appends each command's events to the event log and hands each
+//!   client its acknowledgement. A client that does not read its acknowledgements loses them
+//!   (it is told) rather than stalling anyone; the event log still has everything.
+//!
+//! Back-pressure is explicit: every ring is bounded; a client whose ring is full gets
+//! [`SubmitError::Busy`] back with its command; the sequencer stops draining clients while
+//! the engine's ring is full; the engine waits for the publisher's ring. The engine never
+//! waits on a client.
+//!
+//! Threads can be pinned to cores and idle with the configured [`crate::wait::WaitStrategy`].
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bourse_engine::{Command, Engine, Event};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::affinity::pin_current_thread;
+use crate::config::NodeConfig;
+use crate::journal::{JournalConfig, JournalError, JournalWriter};
+use crate::recovery::{self, RecoveryReport};
+use crate::ring::{ring, Consumer, Doorbell, Producer};
+use crate::snapfile;
+use crate::wait::Idle;
+
+/// A command as a client hands it in.
+#[derive(Clone, Copy, Debug)]
+pub struct Submission {
+    /// The command.
+    pub command: Command,
+    /// The client's own reference, echoed in the acknowledgement.
+    pub correlation: u64,
+}
+
+/// What a client gets back once its command is durable and applied.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Ack {
+    /// The client's reference.
+    pub correlation: u64,
+    /// The command's sequence number.
+    pub seq: u64,
+    /// The sequencer's timestamp, ns since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// What the engine did.
+    pub events: Vec<Event>,
+}
+
+/// One command's events, as the event log keeps them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CommandEvents {
+    /// Sequence number.
+    pub seq: u64,
+    /// Sequencer timestamp, ns since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// The events.
+    pub events: Vec<Event>,
+}
+
+/// Why a submission was not taken.
+#[derive(Debug, Error)]
+pub enum SubmitError {
+    /// The client's ring is full: back-pressure. The command is handed back.
+    #[error("node busy: the submission ring is full")]
+    Busy(Submission),
+    /// The node is stopping or stopped.
+    #[error("node stopped")]
+    Stopped,
+}
+
+/// Why the node cannot start or go on.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// File system trouble.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The journal refused.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Recovery found something it will not guess about.
+    #[error("recovery failed: {0}")]
+    Recovery(String),
+    /// The node is not running.
+    #[error("node stopped")]
+    Stopped,
+    /// Events asked for are no longer available.
+    #[error("events from seq {0} are no longer available")]
+    EventsGone(u64),
+}
+
+/// Counters, readable while the node runs.
+#[derive(Debug, Default)]
+struct Counters {
+    durable_seq: AtomicU64,
+    applied_seq: AtomicU64,
+    published_seq: AtomicU64,
+    commits: AtomicU64,
+    commit_records: AtomicU64,
+    last_commit_ns: AtomicU64,
+    snapshots: AtomicU64,
+    last_snapshot_seq: AtomicU64,
+    last_snapshot_pause_ns: AtomicU64,
+    last_snapshot_write_ns: AtomicU64,
+    acks_dropped: AtomicU64,
+    busy_rejections: AtomicU64,
+}
+
+/// A point-in-time view of the node's counters.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NodeStats {
+    /// Highest durable sequence number.
+    pub durable_seq: u64,
+    /// Highest sequence number applied by the engine.
+    pub applied_seq: u64,
+    /// Highest sequence number whose events are in the event log.
+    pub published_seq: u64,
+    /// Journal group commits.
+    pub commits: u64,
+    /// Commands over all commits.
+    pub commit_records: u64,
+    /// Duration of the last commit (write + sync), ns.
+    pub last_commit_ns: u64,
+    /// Snapshots taken.
+    pub snapshots: u64,
+    /// Sequence number of the last snapshot.
+    pub last_snapshot_seq: u64,
+    /// How long the engine paused for the last snapshot, ns.
+    pub last_snapshot_pause_ns: u64,
+    /// How long writing the last snapshot took (off the engine thread), ns.
+    pub last_snapshot_write_ns: u64,
+    /// Acknowledgements dropped because a client's ring was full.
+    pub acks_dropped: u64,
+    /// Submissions refused because a client's ring was full.
+    pub busy_rejections: u64,
+}
+
+/// The in-memory tail of the event stream, with a condition variable for readers.
+struct EventLog {
+    window: Mutex<VecDeque<CommandEvents>>,
+    capacity: usize,
+    published: Condvar,
+}
+
+/// Engine-thread control messages (off the hot path).
+enum Control {
+    /// Run a closure against the engine between commands.
+    Query(Box<dyn FnOnce(&Engine) + Send>),
+    /// Take a snapshot now; reply with its sequence number.
+    Snapshot(Sender<Result<u64, String>>),
+}
+
+/// A new client's submission ring, for the sequencer.
+struct SequencerRegistration {
+    id: u32,
+    submissions: Consumer<Submission>,
+}
+
+/// A new client's acknowledgement ring, for the publisher.
+struct PublisherRegistration {
+    id: u32,
+    acks: Producer<Ack>,
+    acks_lost: Arc<AtomicBool>,
+}
+
+/// A sequenced command on its way to the engine.
+#[derive(Clone, Copy, Debug)]
+struct Sequenced {
+    seq: u64,
+    timestamp_ns: u64,
+    client: u32,
+    correlation: u64,
+    command: Command,
+}
+
+/// An applied command on its way to the publisher.
+struct Output {
+    seq: u64,
+    timestamp_ns: u64,
+    client: u32,
+    correlation: u64,
+    events: Vec<Event>,
+}
+
+/// A snapshot on its way to the writer thread.
+struct SnapshotJob {
+    seq: u64,
+    hash: u128,
+    snapshot: bourse_engine::Snapshot,
+    reply: Option<Sender<Result<u64, String>>>,
+}
+
+/// Outputs the publisher handles per lock of the event log.
+const PUBLISH_BURST: usize = 256;
+/// Commands per journal batch at most.
+const MAX_BATCH: usize = 4096;
+
+struct Shared {
+    config: NodeConfig,
+    stop: AtomicBool,
+    sequencer_done: AtomicBool,
+    engine_done: AtomicBool,
+    counters: Counters,
+    events: EventLog,
+    sequencer_doorbell: Doorbell,
+    engine_doorbell: Doorbell,
+    publisher_doorbell: Doorbell,
+}
+
+/// A running node. Dropping it stops it (without the final snapshot; call [`Node::stop`]).
+pub struct Node {
+    shared: Arc<Shared>,
+    recovery: RecoveryReport,
+    register_sequencer: Mutex<Sender<SequencerRegistration>>,
+    register_publisher: Mutex<Sender<PublisherRegistration>>,
+    control: Mutex<Sender<Control>>,
+    next_client: AtomicU64,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// A producer of commands with its own rings: one to the sequencer, one back for acks.
+/// Not shared between threads: make one client per thread.
+pub struct Client {
+    shared: Arc<Shared>,
+    submissions: Producer<Submission>,
+    acks: Consumer<Ack>,
+    acks_lost: Arc<AtomicBool>,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.to_string()).spawn(f)
+}
+
+impl Node {
+    /// Recover from `config.data_dir` (creating it if new) and start the threads.
+    pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let recovered = recovery::recover(&config)?;
+        let engine = recovered.engine;
+        let report = recovered.report;
+        let next_seq = report.next_seq;
+
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            sequencer_done: AtomicBool::new(false),
+            engine_done: AtomicBool::new(false),
+            counters: Counters::default(),
+            events: EventLog {
+                window: Mutex::new(VecDeque::with_capacity(config.event_window.min(1 << 20))),
+                capacity: config.event_window.max(1),
+                published: Condvar::new(),
+            },
+            sequencer_doorbell: Doorbell::new(),
+            engine_doorbell: Doorbell::new(),
+            publisher_doorbell: Doorbell::new(),
+            config: config.clone(),
+        });
+        {
+            let mut window = shared.events.window.lock().expect("event log lock");
+            for ce in recovered.replayed_events {
+                if window.len() == shared.events.capacity {
+                    window.pop_front();
+                }
+                window.push_back(ce);
+            }
+        }
+        let last = next_seq - 1;
+        for c in [&shared.counters.durable_seq, &shared.counters.applied_seq] {
+            c.store(last, Ordering::Relaxed);
+        }
+        shared.counters.published_seq.store(last, Ordering::Relaxed);
+        shared.counters.last_snapshot_seq.store(report.snapshot_seq, Ordering::Relaxed);
+
+        let journal = JournalWriter::open(
+            &JournalConfig {
+                dir: config.data_dir.clone(),
+                segment_bytes: config.segment_bytes,
+                durability: config.durability,
+            },
+            next_seq,
+        )?;
+
+        let (to_engine, engine_in) = ring::<Sequenced>(config.ring_capacity);
+        let (to_publisher, publisher_in) = ring::<Output>(config.ring_capacity);
+        let (recycle_tx, recycle_rx) = ring::<Vec<Event>>(config.ring_capacity);
+        let (register_sequencer, sequencer_registrations) = mpsc::channel();
+        let (register_publisher, publisher_registrations) = mpsc::channel();
+        let (control, control_rx) = mpsc::channel::<Control>();
+        let (snapshot_tx, snapshot_rx) = mpsc::channel::<SnapshotJob>();
+        engine.check_invariants().map_err(NodeError::Recovery)?;
+
+        let mut threads = Vec::new();
+        let s = shared.clone();
+        threads.push(spawn("bourse-sequencer", move || {
+            sequencer_loop(s, journal, to_engine, sequencer_registrations)
+        })?);
+        let s = shared.clone();
+        let last_snapshot_seq = report.snapshot_seq;
+        let last_ts = report.last_timestamp_ns;
+        threads.push(spawn("bourse-engine", move || {
+            engine_loop(
+                s,
+                engine,
+                engine_in,
+                to_publisher,
+                recycle_rx,
+                control_rx,
+                snapshot_tx,
+                last_snapshot_seq,
+                last_ts,
+            )
+        })?);
+        let s = shared.clone();
+        threads.push(spawn("bourse-publisher", move || {
+            publisher_loop(s, publisher_in, recycle_tx, publisher_registrations)
+        })?);
+        let s = shared.clone();
+        threads.push(spawn("bourse-snapshots", move || snapshot_writer_loop(s, snapshot_rx))?);
+
+        Ok(Node {
+            shared,
+            recovery: report,
+            register_sequencer: Mutex::new(register_sequencer),
+            register_publisher: Mutex::new(register_publisher),
+            control: Mutex::new(control),
+            next_client: AtomicU64::new(0),
+            threads,
+        })
+    }
+
+    /// What recovery found and did when this node started.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.shared.config
+    }
+
+    /// A new client with its own rings.
+    pub fn client(&self) -> Result<Client, NodeError> {
+        if self.shared.stop.load(Ordering::Acquire) {
+            return Err(NodeError::Stopped);
+        }
+        let id = self.next_client.fetch_add(1, Ordering::Relaxed) as u32;
+        let cap = self.shared.config.ring_capacity;
+        let (submissions, submissions_rx) = ring::<Submission>(cap);
+        let (acks_tx, acks) = ring::<Ack>(cap);
+        let acks_lost = Arc::new(AtomicBool::new(false));
+        // The publisher learns of the client first, so that no acknowledgement can arrive
+        // for a client it does not know.
+        self.register_publisher
+            .lock()
+            .expect("registration lock")
+            .send(PublisherRegistration { id, acks: acks_tx, acks_lost: acks_lost.clone() })
+            .map_err(|_| NodeError::Stopped)?;
+        self.register_sequencer
+            .lock()
+            .expect("registration lock")
+            .send(SequencerRegistration { id, submissions: submissions_rx })
+            .map_err(|_| NodeError::Stopped)?;
+        self.shared.publisher_doorbell.notify();
+        self.shared.sequencer_doorbell.notify();
+        Ok(Client { shared: self.shared.clone(), submissions, acks, acks_lost })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> NodeStats {
+        let c = &self.shared.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        NodeStats {
+            durable_seq: l(&c.durable_seq),
+            applied_seq: l(&c.applied_seq),
+            published_seq: l(&c.published_seq),
+            commits: l(&c.commits),
+            commit_records: l(&c.commit_records),
+            last_commit_ns: l(&c.last_commit_ns),
+            snapshots: l(&c.snapshots),
+            last_snapshot_seq: l(&c.last_snapshot_seq),
+            last_snapshot_pause_ns: l(&c.last_snapshot_pause_ns),
+            last_snapshot_write_ns: l(&c.last_snapshot_write_ns),
+            acks_dropped: l(&c.acks_dropped),
+            busy_rejections: l(&c.busy_rejections),
+        }
+    }
+
+    /// Run `f` on the engine thread between two commands and return its result.
+    pub fn query<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Engine) -> R + Send + 'static,
+    ) -> Result<R, NodeError> {
+        let (tx, rx) = mpsc::channel();
+        let job: Box<dyn FnOnce(&Engine) + Send> = Box::new(move |e| {
+            let _ = tx.send(f(e));
+        });
+        self.control
+            .lock()
+            .expect("control lock")
+            .send(Control::Query(job))
+            .map_err(|_| NodeError::Stopped)?;
+        self.shared.engine_doorbell.notify();
+        rx.recv().map_err(|_| NodeError::Stopped)
+    }
+
+    /// Take a snapshot now; returns its sequence number once it is written.
+    pub fn snapshot_now(&self) -> Result<u64, NodeError> {
+        let (tx, rx) = mpsc::channel();
+        self.control
+            .lock()
+            .expect("control lock")
+            .send(Control::Snapshot(tx))
+            .map_err(|_| NodeError::Stopped)?;
+        self.shared.engine_doorbell.notify();
+        rx.recv().map_err(|_| NodeError::Stopped)?.map_err(NodeError::Recovery)
+    }
+
+    /// Up to `max` commands' events from sequence number `from_seq` on, in order, waiting
+    /// up to `timeout` for the first if none is published yet. Events older than the
+    /// in-memory window are re-derived from the latest snapshot before them and the journal.
+    pub fn events_from(
+        &self,
+        from_seq: u64,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Vec<CommandEvents>, NodeError> {
+        let from_seq = from_seq.max(1);
+        let log = &self.shared.events;
+        let deadline = Instant::now() + timeout;
+        let mut window = log.window.lock().expect("event log lock");
+        loop {
+            let published = self.shared.counters.published_seq.load(Ordering::Acquire);
+            if from_seq <= published || self.shared.stop.load(Ordering::Acquire) {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            window = log.published.wait_timeout(window, deadline - now).expect("event log lock").0;
+        }
+        match window.front() {
+            Some(first) if first.seq <= from_seq => {
+                let start = (from_seq - first.seq) as usize;
+                Ok(window.iter().skip(start).take(max).cloned().collect())
+            }
+            _ => {
+                drop(window);
+                let upto = self.shared.counters.published_seq.load(Ordering::Acquire);
+                recovery::replay_events(&self.shared.config, from_seq, max, upto)
+            }
+        }
+    }
+
+    /// Stop: drain what was submitted, take a final snapshot, join the threads.
+    pub fn stop(mut self) -> Result<NodeStats, NodeError> {
+        let snapshot = self.snapshot_now();
+        self.halt();
+        snapshot.map(|_| self.stats())
+    }
+
+    fn halt(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        for d in [
+            &self.shared.sequencer_doorbell,
+            &self.shared.engine_doorbell,
+            &self.shared.publisher_doorbell,
+        ] {
+            d.notify();
+        }
+        self.shared.events.published.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+impl Client {
+    /// Hand in a command. Never blocks: a full ring gives it back as [`SubmitError::Busy`].
+    pub fn submit(&mut self, command: Command, correlation: u64) -> Result<(), SubmitError> {
+        if self.shared.stop.load(Ordering::Acquire) {
+            return Err(SubmitError::Stopped);
+        }
+        match self.submissions.push(Submission { command, correlation }) {
+            Ok(()) => {
+                self.shared.sequencer_doorbell.notify();
+                Ok(())
+            }
+            Err(full) => {
+                self.shared.counters.busy_rejections.fetch_add(1, Ordering::Relaxed);
+                Err(SubmitError::Busy(full.0))
+            }
+        }
+    }
+
+    /// The next acknowledgement, if one is waiting.
+    pub fn try_ack(&mut self) -> Option<Ack> {
+        self.acks.pop()
+    }
+
+    /// Whether acknowledgements were dropped because this client did not read them in time.
+    pub fn acks_lost(&self) -> bool {
+        self.acks_lost.load(Ordering::Acquire)
+    }
+
+    /// Wait up to `timeout` for the next acknowledgement: spin, then yield, then poll every
+    /// 20 µs. (A client may be used from different threads in turn, so it does not park on
+    /// a doorbell.)
+    pub fn ack_timeout(&mut self, timeout: Duration) -> Option<Ack> {
+        let deadline = Instant::now() + timeout;
+        let mut polls = 0u32;
+        loop {
+            if let Some(a) = self.acks.pop() {
+                return Some(a);
+            }
+            if Instant::now() >= deadline || self.shared.stop.load(Ordering::Acquire) {
+                return self.acks.pop();
+            }
+            polls = polls.saturating_add(1);
+            if polls < 2_000 {
+                std::hint::spin_loop();
+            } else if polls < 4_000 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
+    }
+
+    /// Submit and wait for the acknowledgement (retrying while the node is busy).
+    pub fn call(&mut self, command: Command, timeout: Duration) -> Result<Ack, SubmitError> {
+        let correlation = now_ns();
+        let deadline = Instant::now() + timeout;
+        let mut sub = Submission { command, correlation };
+        loop {
+            match self.submit(sub.command, sub.correlation) {
+                Ok(()) => break,
+                Err(SubmitError::Busy(s)) if Instant::now() < deadline => {
+                    sub = s;
+                    std::thread::yield_now();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        while let Some(ack) = self.ack_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if ack.correlation == correlation {
+                return Ok(ack);
+            }
+        }
+        Err(SubmitError::Stopped)
+    }
+}
+
+// ----- threads ---------------------------------------------------------------------------
+
+fn sequencer_loop(
+    shared: Arc<Shared>,
+    mut journal: JournalWriter,
+    mut to_engine: Producer<Sequenced>,
+    registrations: Receiver<SequencerRegistration>,
+) {
+    if let Err(e) = pin_current_thread(shared.config.cores.sequencer) {
+        eprintln!("bourse-node: sequencer not pinned: {e}");
+    }
+    let mut clients: Vec<(u32, Consumer<Submission>)> = Vec::new();
+    let mut batch: Vec<Sequenced> = Vec::with_capacity(MAX_BATCH);
+    let mut next_seq = journal.durable_seq() + 1;
+    let mut last_ts = 0u64;
+    let mut idle = Idle::new(shared.config.wait, &shared.sequencer_doorbell);
+    let mut start = 0usize;
+    loop {
+        // New clients (off the hot path: a failed try_recv is one atomic load).
+        while let Ok(r) = registrations.try_recv() {
+            clients.push((r.id, r.submissions));
+        }
+        // Drain clients round-robin (starting one further each time, so nobody is favoured).
+        let n = clients.len();
+        if n > 0 {
+            let now = now_ns().max(last_ts);
+            last_ts = now;
+            for k in 0..n {
+                let (id, rx) = &mut clients[(start + k) % n];
+                while batch.len() < MAX_BATCH {
+                    let Some(sub) = rx.pop() else { break };
+                    batch.push(Sequenced {
+                        seq: next_seq,
+                        timestamp_ns: now,
+                        client: *id,
+                        correlation: sub.correlation,
+                        command: sub.command,
+                    });
+                    if let Err(e) = journal.append(next_seq, now, &sub.command) {
+                        eprintln!("bourse-node: journal append failed, stopping: {e}");
+                        shared.stop.store(true, Ordering::Release);
+                        break;
+                    }
+                    next_seq += 1;
+                }
+            }
+            start = (start + 1) % n;
+            clients.retain(|(_, rx)| !(rx.is_abandoned() && rx.is_empty()));
+        }
+        if batch.is_empty() {
+            if shared.stop.load(Ordering::Acquire) {
+                break;
+            }
+            idle.wait();
+            continue;
+        }
+        idle.reset();
+        let t = Instant::now();
+        match journal.commit() {
+            Ok(stats) => {
+                let c = &shared.counters;
+                c.commits.fetch_add(1, Ordering::Relaxed);
+                c.commit_records.fetch_add(stats.records, Ordering::Relaxed);
+                c.last_commit_ns.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                c.durable_seq.store(stats.durable_seq, Ordering::Release);
+            }
+            Err(e) => {
+                // Nothing of this batch was acknowledged; stop rather than run on without a
+                // journal.
+                eprintln!("bourse-node: journal commit failed, stopping: {e}");
+                shared.stop.store(true, Ordering::Release);
+                break;
+            }
+        }
+        // Hand the durable batch to the engine, waiting while its ring is full.
+        let mut wait = Idle::new(shared.config.wait, &shared.sequencer_doorbell);
+        for s in batch.drain(..) {
+            let mut item = s;
+            loop {
+                match to_engine.push(item) {
+                    Ok(()) => break,
+                    Err(full) => {
+                        item = full.0;
+                        shared.engine_doorbell.notify();
+                        wait.wait();
+                    }
+                }
+            }
+        }
+        shared.engine_doorbell.notify();
+    }
+    shared.sequencer_done.store(true, Ordering::Release);
+    shared.engine_doorbell.notify();
+}
+
+/// Commands the engine applies before it looks at its control channel again.
+const ENGINE_BURST: usize = 1024;
+
+#[allow(clippy::too_many_arguments)]
+fn engine_loop(
+    shared: Arc<Shared>,
+    mut engine: Engine,
+    mut input: Consumer<Sequenced>,
+    mut output: Producer<Output>,
+    mut recycled: Consumer<Vec<Event>>,
+    control: Receiver<Control>,
+    snapshots: Sender<SnapshotJob>,
+    mut last_snapshot_seq: u64,
+    mut last_snapshot_ts: u64,
+) {
+    if let Err(e) = pin_current_thread(shared.config.cores.engine) {
+        eprintln!("bourse-node: engine not pinned: {e}");
+    }
+    let config = &shared.config;
+    let mut idle = Idle::new(config.wait, &shared.engine_doorbell);
+    let mut applied = shared.counters.applied_seq.load(Ordering::Relaxed);
+    let mut last_ts = last_snapshot_ts;
+    let take_snapshot =
+        |engine: &Engine, applied: u64, reply: Option<Sender<Result<u64, String>>>| {
+            let t = Instant::now();
+            let snapshot = engine.snapshot();
+            let hash = engine.state_hash();
+            shared
+                .counters
+                .last_snapshot_pause_ns
+                .store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            let _ = snapshots.send(SnapshotJob { seq: applied, hash, snapshot, reply });
+        };
+    loop {
+        let mut worked = false;
+        for _ in 0..ENGINE_BURST {
+            let Some(s) = input.pop() else { break };
+            worked = true;
+            debug_assert_eq!(s.seq, applied + 1, "commands reach the engine in sequence");
+            let mut events = recycled.pop().unwrap_or_default();
+            events.clear();
+            engine.apply(&s.command, &mut events);
+            applied = s.seq;
+            last_ts = s.timestamp_ns;
+            let mut out = Output {
+                seq: s.seq,
+                timestamp_ns: s.timestamp_ns,
+                client: s.client,
+                correlation: s.correlation,
+                events,
+            };
+            loop {
+                match output.push(out) {
+                    Ok(()) => break,
+                    Err(full) => {
+                        out = full.0;
+                        shared.publisher_doorbell.notify();
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+            shared.publisher_doorbell.notify();
+            shared.counters.applied_seq.store(applied, Ordering::Release);
+            let by_count = config.snapshot_every_commands != 0
+                && applied - last_snapshot_seq >= config.snapshot_every_commands;
+            let by_time = config.snapshot_every_secs != 0
+                && last_ts.saturating_sub(last_snapshot_ts)
+                    >= config.snapshot_every_secs * 1_000_000_000;
+            if by_count || by_time {
+                take_snapshot(&engine, applied, None);
+                last_snapshot_seq = applied;
+                last_snapshot_ts = last_ts;
+            }
+        }
+        match control.try_recv() {
+            Ok(Control::Query(f)) => {
+                f(&engine);
+                continue;
+            }
+            Ok(Control::Snapshot(reply)) => {
+                take_snapshot(&engine, applied, Some(reply));
+                last_snapshot_seq = applied;
+                last_snapshot_ts = last_ts;
+                continue;
+            }
+            Err(_) => {}
+        }
+        if worked {
+            idle.reset();
+        } else {
+            if shared.sequencer_done.load(Ordering::Acquire) && input.is_empty() {
+                break;
+            }
+            idle.wait();
+        }
+    }
+    shared.engine_done.store(true, Ordering::Release);
+    shared.publisher_doorbell.notify();
+}
+
+fn publisher_loop(
+    shared: Arc<Shared>,
+    mut input: Consumer<Output>,
+    mut recycle: Producer<Vec<Event>>,
+    registrations: Receiver<PublisherRegistration>,
+) {
+    if let Err(e) = pin_current_thread(shared.config.cores.publisher) {
+        eprintln!("bourse-node: publisher not pinned: {e}");
+    }
+    let mut clients: Vec<Option<PublisherRegistration>> = Vec::new();
+    let mut idle = Idle::new(shared.config.wait, &shared.publisher_doorbell);
+    let mut burst: Vec<Output> = Vec::with_capacity(PUBLISH_BURST);
+    loop {
+        while let Ok(r) = registrations.try_recv() {
+            let id = r.id as usize;
+            if clients.len() <= id {
+                clients.resize_with(id + 1, || None);
+            }
+            clients[id] = Some(r);
+        }
+        while burst.len() < PUBLISH_BURST {
+            let Some(out) = input.pop() else { break };
+            burst.push(out);
+        }
+        let Some(last) = burst.last().map(|o| o.seq) else {
+            if shared.engine_done.load(Ordering::Acquire) && input.is_empty() {
+                break;
+            }
+            idle.wait();
+            continue;
+        };
+        idle.reset();
+        // Acknowledgements first: they are what clients wait on.
+        for out in &burst {
+            if let Some(Some(c)) = clients.get_mut(out.client as usize) {
+                let ack = Ack {
+                    correlation: out.correlation,
+                    seq: out.seq,
+                    timestamp_ns: out.timestamp_ns,
+                    events: out.events.clone(),
+                };
+                if c.acks.push(ack).is_err() {
+                    shared.counters.acks_dropped.fetch_add(1, Ordering::Relaxed);
+                    if !c.acks_lost.swap(true, Ordering::AcqRel) {
+                        eprintln!("bourse-node: client {} does not read its acks; dropping", c.id);
+                    }
+                }
+            }
+        }
+        {
+            let mut window = shared.events.window.lock().expect("event log lock");
+            for out in burst.drain(..) {
+                if window.len() == shared.events.capacity {
+                    window.pop_front();
+                }
+                window.push_back(CommandEvents {
+                    seq: out.seq,
+                    timestamp_ns: out.timestamp_ns,
+                    events: out.events.clone(),
+                });
+                let _ = recycle.push(out.events);
+            }
+            shared.counters.published_seq.store(last, Ordering::Release);
+        }
+        shared.events.published.notify_all();
+    }
+    shared.events.published.notify_all();
+}
+
+fn snapshot_writer_loop(shared: Arc<Shared>, jobs: Receiver<SnapshotJob>) {
+    let dir = shared.config.data_dir.clone();
+    while let Ok(job) = jobs.recv() {
+        let t = Instant::now();
+        let result = snapfile::write_snapshot(&dir, job.seq, job.hash, &job.snapshot)
+            .map_err(|e| e.to_string())
+            .and_then(|_| recovery::compact(&shared.config).map_err(|e| e.to_string()));
+        let c = &shared.counters;
+        c.last_snapshot_write_ns.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if result.is_ok() {
+            c.snapshots.fetch_add(1, Ordering::Relaxed);
+            c.last_snapshot_seq.store(job.seq, Ordering::Relaxed);
+        } else if let Err(e) = &result {
+            eprintln!("bourse-node: snapshot at seq {} failed: {e}", job.seq);
+        }
+        if let Some(reply) = job.reply {
+            let _ = reply.send(result.map(|_| job.seq));
+        }
+    }
+}

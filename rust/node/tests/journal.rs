@@ -1,0 +1,533 @@
+//! Journal files: round trips, durability modes, and every documented corruption outcome.
+
+mod storage_common;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bourse_node::journal::*;
+use storage_common::{journal_command, ts};
+
+fn config(dir: &Path, segment_bytes: u64, durability: Durability) -> JournalConfig {
+    JournalConfig { dir: dir.to_path_buf(), segment_bytes, durability }
+}
+
+/// Append `from..=to` in batches of 1, 2, 3, ... records, committing each.
+fn append_range(w: &mut JournalWriter, from: u64, to: u64) {
+    let mut seq = from;
+    let mut batch = 1;
+    while seq <= to {
+        let end = (seq + batch - 1).min(to);
+        for s in seq..=end {
+            w.append(s, ts(s), &journal_command(s)).unwrap();
+        }
+        let stats = w.commit().unwrap();
+        assert_eq!(stats.records, end - seq + 1);
+        assert_eq!(stats.durable_seq, end);
+        assert_eq!(w.durable_seq(), end);
+        seq = end + 1;
+        batch = batch % 17 + 1;
+    }
+}
+
+/// A journal of records `1..=n` in segments of about `segment_bytes`.
+fn write_journal(dir: &Path, n: u64, segment_bytes: u64) {
+    let mut w = JournalWriter::open(&config(dir, segment_bytes, Durability::Write), 1).unwrap();
+    append_range(&mut w, 1, n);
+}
+
+/// Read everything from `from_seq` on and check it is exactly `from_seq..=to`.
+fn assert_reads(dir: &Path, from_seq: u64, to: u64) {
+    let records: Vec<Record> =
+        read_journal(dir, from_seq, ReadMode::Strict).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(records.len() as u64, to + 1 - from_seq, "record count from {from_seq}");
+    for (r, seq) in records.iter().zip(from_seq..) {
+        assert_eq!(r.seq, seq);
+        assert_eq!(r.timestamp_ns, ts(seq));
+        assert_eq!(r.command, journal_command(seq));
+    }
+}
+
+/// `(offset, length)` of each record in a segment, walking the length fields.
+fn record_spans(path: &Path) -> Vec<(u64, u64)> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut at = SEGMENT_HEADER_LEN;
+    let mut out = Vec::new();
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize + 8;
+        if at + len > bytes.len() {
+            break;
+        }
+        out.push((at as u64, len as u64));
+        at += len;
+    }
+    out
+}
+
+fn segments(dir: &Path) -> Vec<SegmentInfo> {
+    list_segments(dir).unwrap()
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset as usize] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn corrupt_parts(e: JournalError) -> (PathBuf, u64, String) {
+    match e {
+        JournalError::Corrupt { file, offset, reason } => (file, offset, reason),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+/// The first error reading the whole journal in `mode`.
+fn read_error(dir: &Path, mode: ReadMode) -> JournalError {
+    read_journal(dir, 0, mode).unwrap().find_map(Result::err).expect("reading should fail")
+}
+
+#[test]
+fn roundtrip_across_segment_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 5_000;
+    write_journal(dir.path(), n, 16 << 10);
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 10, "expected many segments, got {}", segs.len());
+    assert_eq!(segs[0].first_seq, 1);
+    assert_eq!(segs[0].path.file_name().unwrap(), "00000000000000000001.journal");
+    for s in &segs[..segs.len() - 1] {
+        // Each finished segment reached the roll size, and exceeds it by less than one batch.
+        assert!(s.len >= 16 << 10 && s.len < (16 << 10) + 17 * 100, "segment size {}", s.len);
+    }
+    assert_reads(dir.path(), 1, n);
+    // From the middle of a segment, from a segment boundary, from the last record, past it.
+    assert_reads(dir.path(), 2_345, n);
+    assert_reads(dir.path(), segs[3].first_seq, n);
+    assert_reads(dir.path(), n, n);
+    assert_eq!(read_journal(dir.path(), n + 1, ReadMode::Strict).unwrap().count(), 0);
+
+    let scan = recover_journal(dir.path(), true).unwrap();
+    assert_eq!(scan.first_seq, 1);
+    assert_eq!(scan.last_seq, n);
+    assert_eq!(scan.records, n);
+    assert_eq!(scan.segments, segs.len());
+    assert_eq!(scan.torn_tail, None);
+    assert!(!scan.truncated);
+
+    // Continue after recovery, in a new segment, and read it all back.
+    let mut w =
+        JournalWriter::open(&config(dir.path(), 16 << 10, Durability::Fsync), scan.next_seq())
+            .unwrap();
+    append_range(&mut w, n + 1, n + 100);
+    drop(w);
+    assert_reads(dir.path(), 1, n + 100);
+    let mut seen = Vec::new();
+    let scan = recover_journal_from(dir.path(), true, n - 10, |r| {
+        seen.push(r.seq);
+        Ok::<(), JournalError>(())
+    })
+    .unwrap();
+    assert_eq!(scan.last_seq, n + 100);
+    assert_eq!(scan.replayed, 111);
+    assert_eq!(seen, (n - 10..=n + 100).collect::<Vec<_>>());
+}
+
+#[test]
+fn empty_directory_is_a_fresh_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let scan = recover_journal(dir.path(), true).unwrap();
+    assert_eq!((scan.first_seq, scan.last_seq, scan.records, scan.segments), (0, 0, 0, 0));
+    assert_eq!(scan.next_seq(), 1);
+    let missing = dir.path().join("nope");
+    assert_eq!(recover_journal(&missing, false).unwrap().last_seq, 0);
+    assert_eq!(read_journal(&missing, 0, ReadMode::Strict).unwrap().count(), 0);
+    // A writer that committed nothing leaves one empty segment; it continues the sequence.
+    drop(JournalWriter::open(&config(dir.path(), 1 << 20, Durability::Fsync), 1).unwrap());
+    let scan = recover_journal(dir.path(), true).unwrap();
+    assert_eq!((scan.first_seq, scan.last_seq, scan.records, scan.segments), (1, 0, 0, 1));
+    // ...which says where the journal ends: opening elsewhere would leave a gap.
+    let cfg = config(dir.path(), 1 << 20, Durability::Fsync);
+    assert!(matches!(JournalWriter::open(&cfg, 2), Err(JournalError::Conflict { .. })));
+    // ...and a writer may reopen over that empty segment.
+    let mut w = JournalWriter::open(&config(dir.path(), 1 << 20, Durability::Fsync), 1).unwrap();
+    append_range(&mut w, 1, 10);
+    drop(w);
+    assert_reads(dir.path(), 1, 10);
+}
+
+#[test]
+fn each_durability_mode() {
+    for durability in [Durability::Fsync, Durability::Write, Durability::None] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = JournalWriter::open(&config(dir.path(), 8 << 10, durability), 1).unwrap();
+        assert_eq!(w.durability(), durability);
+        let mut synced = false;
+        for seq in 1..=600 {
+            w.append(seq, ts(seq), &journal_command(seq)).unwrap();
+            if seq % 10 == 0 {
+                let stats = w.commit().unwrap();
+                assert_eq!(stats.records, 10);
+                assert_eq!(stats.durable_seq, seq);
+                synced |= stats.sync_ns > 0;
+                match durability {
+                    Durability::Fsync => assert!(stats.write_ns > 0),
+                    Durability::Write => assert_eq!(stats.sync_ns, 0),
+                    Durability::None => assert_eq!((stats.write_ns, stats.sync_ns), (0, 0)),
+                }
+            }
+        }
+        assert_eq!(synced, durability == Durability::Fsync, "{durability}");
+        // An empty commit does nothing.
+        assert_eq!(w.commit().unwrap(), CommitStats { durable_seq: 600, ..Default::default() });
+        if durability != Durability::None {
+            // Everything committed is already readable while the writer is open.
+            assert_reads(dir.path(), 1, 600);
+        }
+        // Appended but never committed: not written, even by drop.
+        w.append(601, ts(601), &journal_command(601)).unwrap();
+        drop(w);
+        assert_reads(dir.path(), 1, 600);
+        assert!(segments(dir.path()).len() > 3);
+    }
+}
+
+#[test]
+fn durability_names() {
+    for (name, d) in
+        [("fsync", Durability::Fsync), ("write", Durability::Write), ("none", Durability::None)]
+    {
+        assert_eq!(name.parse::<Durability>().unwrap(), d);
+        assert_eq!(d.to_string(), name);
+        assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{name}\""));
+        assert_eq!(serde_json::from_str::<Durability>(&format!("\"{name}\"")).unwrap(), d);
+    }
+    assert!("FSYNC".parse::<Durability>().is_err());
+    assert_eq!(Durability::default(), Durability::Fsync);
+}
+
+#[test]
+fn append_out_of_sequence_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = JournalWriter::open(&config(dir.path(), 1 << 20, Durability::None), 5).unwrap();
+    assert_eq!(w.next_seq(), 5);
+    assert_eq!(w.durable_seq(), 4);
+    for bad in [4, 6, 0] {
+        match w.append(bad, 0, &journal_command(10)) {
+            Err(JournalError::OutOfSequence { expected: 5, got }) => assert_eq!(got, bad),
+            other => panic!("{other:?}"),
+        }
+    }
+    w.append(5, 0, &journal_command(10)).unwrap();
+    w.append(6, 0, &journal_command(10)).unwrap();
+    assert_eq!(w.pending_records(), 2);
+    assert!(JournalWriter::open(&config(dir.path(), 1 << 20, Durability::None), 0).is_err());
+}
+
+#[test]
+fn open_refuses_to_overwrite_records() {
+    let dir = tempfile::tempdir().unwrap();
+    write_journal(dir.path(), 100, 1 << 20);
+    // The segment starting at 1 holds records: reopening at 1 would lose them.
+    let cfg = config(dir.path(), 1 << 20, Durability::Fsync);
+    assert!(matches!(JournalWriter::open(&cfg, 1), Err(JournalError::Conflict { .. })));
+    // Opening at 101 starts a new segment.
+    let mut w = JournalWriter::open(&cfg, 101).unwrap();
+    append_range(&mut w, 101, 120);
+    drop(w);
+    // A segment starting after next_seq is a conflict too.
+    assert!(matches!(JournalWriter::open(&cfg, 50), Err(JournalError::Conflict { .. })));
+    assert_reads(dir.path(), 1, 120);
+}
+
+#[test]
+fn flipped_byte_mid_segment_is_corrupt_with_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    write_journal(dir.path(), 3_000, 16 << 10);
+    let segs = segments(dir.path());
+    let before: Vec<Vec<u8>> = segs.iter().map(|s| std::fs::read(&s.path).unwrap()).collect();
+
+    // In a middle segment (inside record 40's body), and in the last segment with records
+    // after the damaged one (inside record 3's length field).
+    for (seg, record, at) in [(&segs[2], 40, 20), (segs.last().unwrap(), 3, 1)] {
+        let spans = record_spans(&seg.path);
+        let (offset, _) = spans[record];
+        flip_byte(&seg.path, offset + at);
+        for mode in [ReadMode::Strict, ReadMode::StopAtTornTail] {
+            let (file, off, reason) = corrupt_parts(read_error(dir.path(), mode));
+            assert_eq!((file.as_path(), off), (seg.path.as_path(), offset), "{reason}");
+        }
+        let (file, off, reason) = corrupt_parts(recover_journal(dir.path(), true).unwrap_err());
+        assert_eq!((file.as_path(), off), (seg.path.as_path(), offset), "{reason}");
+        assert!(reason.contains("not a torn tail"), "{reason}");
+        // The message names the file and the offset.
+        let msg = JournalError::Corrupt { file, offset: off, reason }.to_string();
+        assert!(msg.contains(seg.path.to_str().unwrap()) && msg.contains(&offset.to_string()));
+        // Nothing on disk was changed.
+        for (s, b) in segs.iter().zip(&before) {
+            if s.path != seg.path {
+                assert_eq!(&std::fs::read(&s.path).unwrap(), b);
+            }
+        }
+        flip_byte(&seg.path, offset + at);
+    }
+    assert_reads(dir.path(), 1, 3_000);
+}
+
+#[test]
+fn good_crc_but_wrong_content_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    write_journal(dir.path(), 50, 1 << 20);
+    let seg = segments(dir.path()).pop().unwrap();
+    let spans = record_spans(&seg.path);
+    let rewrite = |record: usize, edit: &dyn Fn(&mut [u8])| {
+        let mut bytes = std::fs::read(&seg.path).unwrap();
+        let (off, len) = spans[record];
+        let body = &mut bytes[off as usize + 8..(off + len) as usize];
+        edit(body);
+        let crc = crc32c::crc32c(body);
+        bytes[off as usize + 4..off as usize + 8].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&seg.path, &bytes).unwrap();
+    };
+    let original = std::fs::read(&seg.path).unwrap();
+    // An unknown command tag, even in the very last record: not a torn tail.
+    rewrite(49, &|body| body[16] = 0xEE);
+    let (file, off, reason) = corrupt_parts(recover_journal(dir.path(), true).unwrap_err());
+    assert_eq!((file, off), (seg.path.clone(), spans[49].0));
+    assert!(reason.contains("does not decode"), "{reason}");
+    std::fs::write(&seg.path, &original).unwrap();
+    // A wrong sequence number.
+    rewrite(10, &|body| body[0] = 99);
+    let (_, off, reason) = corrupt_parts(recover_journal(dir.path(), true).unwrap_err());
+    assert_eq!(off, spans[10].0);
+    assert!(reason.contains("seq 99, expected 11"), "{reason}");
+}
+
+#[test]
+fn torn_tail_is_truncated_and_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    write_journal(dir.path(), 1_000, 8 << 10);
+    let last = segments(dir.path()).pop().unwrap();
+    let spans = record_spans(&last.path);
+    let (last_off, last_len) = *spans.last().unwrap();
+    // Cut in the middle of the last record.
+    let file = OpenOptions::new().write(true).open(&last.path).unwrap();
+    file.set_len(last_off + last_len / 2).unwrap();
+    drop(file);
+
+    // Strict reading calls it corruption; tolerant reading stops before it.
+    let (f, off, _) = corrupt_parts(read_error(dir.path(), ReadMode::Strict));
+    assert_eq!((f, off), (last.path.clone(), last_off));
+    let mut reader = read_journal(dir.path(), 0, ReadMode::StopAtTornTail).unwrap();
+    assert_eq!(reader.by_ref().map(Result::unwrap).count(), 999);
+    assert_eq!(reader.torn_tail().unwrap().offset, last_off);
+    assert_eq!(reader.next_seq(), 1_000);
+
+    // A dry run reports and changes nothing.
+    let scan = recover_journal(dir.path(), false).unwrap();
+    let torn = scan.torn_tail.clone().unwrap();
+    assert!(!scan.truncated);
+    assert_eq!(std::fs::metadata(&last.path).unwrap().len(), last_off + last_len / 2);
+
+    let scan = recover_journal(dir.path(), true).unwrap();
+    assert_eq!(scan.last_seq, 999);
+    assert_eq!(scan.records, 999);
+    assert!(scan.truncated);
+    let t = scan.torn_tail.unwrap();
+    assert_eq!(t, torn);
+    assert_eq!(
+        (t.file.as_path(), t.offset, t.bytes_dropped),
+        (last.path.as_path(), last_off, last_len / 2)
+    );
+    assert!(t.reason.contains("incomplete record"), "{}", t.reason);
+    assert!(t.to_string().contains("torn journal tail"));
+    assert_eq!(std::fs::metadata(&last.path).unwrap().len(), last_off);
+
+    // A second recovery finds a clean journal; appends continue at 1000.
+    let scan = recover_journal(dir.path(), true).unwrap();
+    assert_eq!((scan.last_seq, scan.torn_tail), (999, None));
+    let mut w =
+        JournalWriter::open(&config(dir.path(), 8 << 10, Durability::Fsync), 1_000).unwrap();
+    append_range(&mut w, 1_000, 1_200);
+    drop(w);
+    assert_reads(dir.path(), 1, 1_200);
+
+    // A few zero bytes after the last record (the file grew, its data never arrived).
+    let last = segments(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&last.path).unwrap().len();
+    OpenOptions::new().append(true).open(&last.path).unwrap().write_all(&[0; 5]).unwrap();
+    let scan = recover_journal(dir.path(), true).unwrap();
+    let t = scan.torn_tail.unwrap();
+    assert_eq!((t.file.as_path(), t.offset, t.bytes_dropped), (last.path.as_path(), len, 5));
+    assert!(t.reason.contains("incomplete record header"), "{}", t.reason);
+    assert_eq!(scan.last_seq, 1_200);
+
+    // A whole last record of zeros, or with a bad CRC, is a torn tail too.
+    OpenOptions::new().append(true).open(&last.path).unwrap().write_all(&[0; 200]).unwrap();
+    let scan = recover_journal(dir.path(), true).unwrap();
+    assert_eq!(scan.torn_tail.unwrap().bytes_dropped, 200);
+    let (off, _) = *record_spans(&last.path).last().unwrap();
+    flip_byte(&last.path, off + 30);
+    let scan = recover_journal(dir.path(), true).unwrap();
+    assert!(scan.torn_tail.unwrap().reason.contains("CRC mismatch"));
+    assert_eq!(scan.last_seq, 1_199);
+    let mut w =
+        JournalWriter::open(&config(dir.path(), 8 << 10, Durability::Fsync), 1_200).unwrap();
+    append_range(&mut w, 1_200, 1_300);
+    drop(w);
+    assert_reads(dir.path(), 1, 1_300);
+}
+
+#[test]
+fn missing_middle_segment_is_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    write_journal(dir.path(), 2_000, 8 << 10);
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 5);
+    std::fs::remove_file(&segs[2].path).unwrap();
+    let expected = segs[2].first_seq;
+    for e in [
+        read_error(dir.path(), ReadMode::StopAtTornTail),
+        recover_journal(dir.path(), true).unwrap_err(),
+    ] {
+        let (file, off, reason) = corrupt_parts(e);
+        assert_eq!((file.as_path(), off), (segs[3].path.as_path(), 0));
+        assert!(
+            reason.contains(&format!("expected a segment starting at seq {expected}")),
+            "{reason}"
+        );
+        assert!(reason.contains(segs[1].path.to_str().unwrap()), "{reason}");
+        assert!(reason.contains("missing"), "{reason}");
+    }
+    // Reading from after the gap works: those records are intact.
+    assert_reads(dir.path(), segs[3].first_seq, 2_000);
+}
+
+#[test]
+fn trailing_garbage_in_a_non_last_segment_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    write_journal(dir.path(), 1_000, 8 << 10);
+    let segs = segments(dir.path());
+    let seg = &segs[1];
+    let len = std::fs::metadata(&seg.path).unwrap().len();
+    for garbage in [&[0u8; 3][..], &[0xAB; 100][..]] {
+        OpenOptions::new().append(true).open(&seg.path).unwrap().write_all(garbage).unwrap();
+        let (file, off, reason) = corrupt_parts(recover_journal(dir.path(), true).unwrap_err());
+        assert_eq!((file.as_path(), off), (seg.path.as_path(), len));
+        assert!(reason.contains("not the last segment"), "{reason}");
+        assert_eq!(std::fs::metadata(&seg.path).unwrap().len(), len + garbage.len() as u64);
+        OpenOptions::new().write(true).open(&seg.path).unwrap().set_len(len).unwrap();
+    }
+    // A segment cut short (a record missing at its end) is a gap at the next one.
+    let (off, _) = *record_spans(&seg.path).last().unwrap();
+    OpenOptions::new().write(true).open(&seg.path).unwrap().set_len(off).unwrap();
+    let (file, _, reason) = corrupt_parts(recover_journal(dir.path(), true).unwrap_err());
+    assert_eq!(file, segs[2].path);
+    assert!(reason.contains("sequence gap"), "{reason}");
+}
+
+#[test]
+fn bad_segment_header_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    write_journal(dir.path(), 500, 8 << 10);
+    let segs = segments(dir.path());
+    for (seg, at, what) in
+        [(&segs[0], 0, "magic"), (&segs[1], 5, "CRC"), (segs.last().unwrap(), 9, "CRC")]
+    {
+        flip_byte(&seg.path, at);
+        let (file, off, reason) = corrupt_parts(recover_journal(dir.path(), true).unwrap_err());
+        assert_eq!((file.as_path(), off), (seg.path.as_path(), 0));
+        assert!(reason.contains(what), "{reason}");
+        flip_byte(&seg.path, at);
+    }
+    // A header that disagrees with the file name: segment 1's bytes where seq 501 belongs.
+    let next = dir.path().join(segment_file_name(501));
+    std::fs::copy(&segs[1].path, &next).unwrap();
+    let (file, off, reason) = corrupt_parts(recover_journal(dir.path(), true).unwrap_err());
+    assert_eq!((file.as_path(), off), (next.as_path(), 8));
+    assert!(reason.contains(&format!("header says first seq {}", segs[1].first_seq)), "{reason}");
+    // A segment file shorter than a header (segments are created whole, so never a torn tail).
+    std::fs::write(&next, b"BRSJ").unwrap();
+    let (file, off, reason) = corrupt_parts(recover_journal(dir.path(), true).unwrap_err());
+    assert_eq!((file.as_path(), off), (next.as_path(), 0));
+    assert!(reason.contains("header truncated"), "{reason}");
+    std::fs::remove_file(&next).unwrap();
+    assert_eq!(recover_journal(dir.path(), true).unwrap().last_seq, 500);
+    // A *.journal name that is not a segment name.
+    std::fs::write(dir.path().join("7.journal"), b"x").unwrap();
+    assert!(matches!(recover_journal(dir.path(), true), Err(JournalError::Corrupt { .. })));
+}
+
+#[test]
+fn leftover_temp_segment_is_ignored_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    write_journal(dir.path(), 300, 1 << 20);
+    let tmp = dir.path().join(format!("{}.tmp", segment_file_name(301)));
+    std::fs::write(&tmp, b"BRSJ partial").unwrap();
+    assert_reads(dir.path(), 1, 300);
+    let scan = recover_journal(dir.path(), false).unwrap();
+    assert!(scan.removed_temp_files.is_empty() && tmp.exists());
+    let scan = recover_journal(dir.path(), true).unwrap();
+    assert_eq!(scan.removed_temp_files, vec![tmp.clone()]);
+    assert!(!tmp.exists());
+    assert_eq!(scan.last_seq, 300);
+}
+
+#[test]
+fn remove_segments_before_keeps_everything_from_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    write_journal(dir.path(), 3_000, 8 << 10);
+    let segs = segments(dir.path());
+    let n = segs.len();
+    // Nothing before the first segment.
+    assert!(remove_segments_before(dir.path(), 1).unwrap().is_empty());
+    // A seq in the middle of segment 4: segments 0..4 go, 4 stays.
+    let seq = segs[4].first_seq + 3;
+    let removed = remove_segments_before(dir.path(), seq).unwrap();
+    assert_eq!(removed, segs[..4].iter().map(|s| s.path.clone()).collect::<Vec<_>>());
+    assert_reads(dir.path(), seq, 3_000);
+    assert_reads(dir.path(), segs[4].first_seq, 3_000);
+    assert!(matches!(
+        read_journal(dir.path(), 5, ReadMode::Strict),
+        Err(JournalError::Compacted { requested: 5, first_available }) if first_available == segs[4].first_seq
+    ));
+    // Recovery validates what is left and replays from the snapshot point.
+    let scan = recover_journal_from(dir.path(), true, seq, |_| Ok::<(), JournalError>(())).unwrap();
+    assert_eq!(
+        (scan.first_seq, scan.last_seq, scan.replayed),
+        (segs[4].first_seq, 3_000, 3_001 - seq)
+    );
+    assert!(matches!(
+        recover_journal_from(dir.path(), true, 2, |_| Ok::<(), JournalError>(())),
+        Err(JournalError::Compacted { .. })
+    ));
+    // A seq at a segment boundary removes the segment ending just before it.
+    let removed = remove_segments_before(dir.path(), segs[6].first_seq).unwrap();
+    assert_eq!(removed.len(), 2);
+    assert_reads(dir.path(), segs[6].first_seq, 3_000);
+    // Far past the end: only the last segment is left, still readable.
+    let mut w =
+        JournalWriter::open(&config(dir.path(), 8 << 10, Durability::Fsync), 3_001).unwrap();
+    w.append(3_001, ts(3_001), &journal_command(3_001)).unwrap();
+    w.commit().unwrap();
+    let removed = w.remove_segments_before(u64::MAX).unwrap();
+    assert_eq!(removed.len(), n - 6);
+    assert_eq!(segments(dir.path()).len(), 1);
+    assert_reads(dir.path(), 3_001, 3_001);
+    assert_eq!(recover_journal(dir.path(), true).unwrap().last_seq, 3_001);
+}
+
+#[test]
+fn bench_helpers() {
+    let dir = tempfile::tempdir().unwrap();
+    let lat = fsync_latency(dir.path(), 20, 512).unwrap();
+    assert_eq!(lat.write_sync_ns.len(), 20);
+    let json = lat.to_json();
+    assert!(json["p50_ns"].as_u64().unwrap() > 0);
+    assert!(json["p999_ns"].as_u64().unwrap() >= json["p50_ns"].as_u64().unwrap());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "bench file removed");
+    write_journal(dir.path(), 2_000, 1 << 20);
+    let (records, secs) = replay_speed(dir.path()).unwrap();
+    assert_eq!(records, 2_000);
+    assert!(secs > 0.0);
+}

@@ -1,0 +1,167 @@
+//! Snapshot files: round trip through a real engine, atomic writes, and every check.
+
+mod storage_common;
+
+use std::path::Path;
+
+use bourse_engine::{Engine, EngineConfig, Snapshot};
+use bourse_node::snapfile::*;
+use storage_common::{command, setup};
+
+/// An engine with a few thousand resting orders, and its snapshot and hash.
+fn engine_state(orders: u64) -> (Snapshot, u128) {
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut events = Vec::new();
+    for c in setup() {
+        engine.apply(&c, &mut events);
+    }
+    for i in 0..orders {
+        engine.apply(&command(i), &mut events);
+        events.clear();
+    }
+    (engine.snapshot(), engine.state_hash())
+}
+
+fn corrupt_reason(e: SnapshotFileError, file: &Path) -> String {
+    let msg = e.to_string();
+    match e {
+        SnapshotFileError::Corrupt { file: f, reason } => {
+            assert_eq!(f, file);
+            assert!(msg.contains(file.to_str().unwrap()), "{msg}");
+            reason
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn roundtrip_restores_the_same_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let (snap, hash) = engine_state(3_000);
+    assert!(snap.markets[0].bids.len() > 100 && snap.markets[0].asks.len() > 100);
+    let path = write_snapshot(dir.path(), 3_007, hash, &snap).unwrap();
+    assert_eq!(path, dir.path().join("snapshot-00000000000000003007.snap"));
+    let (seq, h, back) = read_snapshot(&path).unwrap();
+    assert_eq!((seq, h), (3_007, hash));
+    assert_eq!(back, snap);
+    let engine = Engine::from_snapshot(&back, EngineConfig::default()).unwrap();
+    assert_eq!(engine.state_hash(), hash);
+    let header = read_snapshot_header(&path).unwrap();
+    assert_eq!((header.seq, header.state_hash), (3_007, hash));
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        SNAPSHOT_HEADER_LEN as u64 + header.payload_len
+    );
+    // Only the final file is left.
+    let names: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec![path.file_name().unwrap().to_owned()]);
+    // Rewriting the same seq replaces the file.
+    write_snapshot(dir.path(), 3_007, hash, &snap).unwrap();
+    assert_eq!(list_snapshots(dir.path()).unwrap().len(), 1);
+}
+
+#[test]
+fn bad_checksum_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (snap, hash) = engine_state(500);
+    let path = write_snapshot(dir.path(), 42, hash, &snap).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let len = good.len();
+
+    let with = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut bytes = good.clone();
+        edit(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        corrupt_reason(read_snapshot(&path).unwrap_err(), &path)
+    };
+    // A flipped payload byte.
+    let r = with(&|b| b[len / 2] ^= 1);
+    assert!(r.contains("payload checksum mismatch"), "{r}");
+    let r = with(&|b| b[len - 1] ^= 0x80);
+    assert!(r.contains("payload checksum mismatch"), "{r}");
+    // A flipped header byte (seq, hash, length, payload CRC): the header checksum.
+    for at in [8, 20, 33, 41] {
+        let r = with(&|b| b[at] ^= 1);
+        assert!(r.contains("header checksum mismatch"), "{r}");
+    }
+    // Bad magic, truncated, too long.
+    assert!(with(&|b| b[0] = b'X').contains("bad magic"));
+    assert!(with(&|b| b.truncate(30)).contains("header truncated"));
+    assert!(with(&|b| b.truncate(len - 1)).contains("payload is"));
+    assert!(with(&|b| b.push(0)).contains("payload is"));
+    // A file renamed to another seq.
+    std::fs::write(&path, &good).unwrap();
+    let other = dir.path().join(snapshot_file_name(43));
+    std::fs::rename(&path, &other).unwrap();
+    let r = corrupt_reason(read_snapshot(&other).unwrap_err(), &other);
+    assert!(r.contains("header says seq 42"), "{r}");
+    std::fs::rename(&other, &path).unwrap();
+    assert!(read_snapshot(&path).is_ok());
+}
+
+#[test]
+fn payload_with_good_checksum_that_does_not_decode_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_snapshot_payload(dir.path(), 7, 1, &[0xFF; 3]).unwrap();
+    let r = corrupt_reason(read_snapshot(&path).unwrap_err(), &path);
+    assert!(r.contains("does not decode"), "{r}");
+}
+
+#[test]
+fn atomic_write_leaves_no_partial_file_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let (snap, hash) = engine_state(100);
+    write_snapshot(dir.path(), 10, hash, &snap).unwrap();
+    // A crash mid-write leaves only a .tmp, which nothing lists or loads.
+    let full = encode_snapshot(&snap).unwrap();
+    let tmp = dir.path().join(format!("{}.tmp", snapshot_file_name(20)));
+    std::fs::write(&tmp, &full[..full.len() / 2]).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+    std::fs::write(dir.path().join("snapshot-5.snap"), b"x").unwrap();
+    let list = list_snapshots(dir.path()).unwrap();
+    assert_eq!(list, vec![SnapshotInfo { seq: 10, path: dir.path().join(snapshot_file_name(10)) }]);
+    let (loaded, skipped) = load_newest_snapshot(dir.path()).unwrap();
+    assert_eq!(loaded.unwrap().seq, 10);
+    assert!(skipped.is_empty());
+    // Retention ignores it; start-up clean-up deletes it.
+    assert!(remove_snapshots_except_newest(dir.path(), 1).unwrap().is_empty());
+    assert!(tmp.exists());
+    assert_eq!(remove_stale_temp_files(dir.path()).unwrap(), vec![tmp.clone()]);
+    assert!(!tmp.exists());
+    assert!(list_snapshots(&dir.path().join("missing")).unwrap().is_empty());
+}
+
+#[test]
+fn retention_and_fallback_to_an_older_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hashes = Vec::new();
+    for (i, orders) in [10u64, 20, 30, 40, 50].into_iter().enumerate() {
+        let (snap, hash) = engine_state(orders);
+        write_snapshot(dir.path(), (i as u64 + 1) * 100, hash, &snap).unwrap();
+        hashes.push(hash);
+    }
+    let removed = remove_snapshots_except_newest(dir.path(), 2).unwrap();
+    assert_eq!(removed.len(), 3);
+    let seqs: Vec<u64> = list_snapshots(dir.path()).unwrap().iter().map(|s| s.seq).collect();
+    assert_eq!(seqs, vec![400, 500]);
+    // Damage the newest: the loader falls back and says why.
+    let newest = dir.path().join(snapshot_file_name(500));
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0xFF;
+    std::fs::write(&newest, bytes).unwrap();
+    let (loaded, skipped) = load_newest_snapshot(dir.path()).unwrap();
+    let loaded = loaded.unwrap();
+    assert_eq!((loaded.seq, loaded.state_hash), (400, hashes[3]));
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].0, newest);
+    assert!(skipped[0].1.to_string().contains("checksum"));
+    // Nothing readable at all.
+    std::fs::remove_file(dir.path().join(snapshot_file_name(400))).unwrap();
+    let (loaded, skipped) = load_newest_snapshot(dir.path()).unwrap();
+    assert!(loaded.is_none());
+    assert_eq!(skipped.len(), 1);
+    assert!(remove_snapshots_except_newest(dir.path(), 0).unwrap().len() == 1);
+    assert!(list_snapshots(dir.path()).unwrap().is_empty());
+}
