@@ -1,18 +1,42 @@
 """The compiled engine (``rust/python``). Import it through ``controlplane``, not directly."""
 
 import os
-from typing import final
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Self, final
 
-from controlplane.engine_types import Command, Event, MarketView, OrderView, Side
+from controlplane.engine_types import (
+    Ack,
+    Command,
+    Event,
+    JournalRecord,
+    MarketView,
+    NodeConfig,
+    NodeStats,
+    OrderView,
+    RecoveryReport,
+    ReplayReport,
+    Side,
+)
 
 __all__ = [
     "CommandError",
     "Engine",
     "EngineError",
+    "EventsGone",
     "InvariantViolation",
+    "Node",
+    "NodeBusy",
+    "NodeError",
+    "NodeStopped",
+    "RecoveryError",
     "ToolError",
     "bench_engine",
+    "bench_pipeline",
+    "bench_replay",
     "encode_command",
+    "read_journal",
+    "replay_journal",
     "replay_lobster",
 ]
 
@@ -27,6 +51,21 @@ class InvariantViolation(EngineError):
 
 class ToolError(EngineError):
     """A benchmark or replay tool failed."""
+
+class NodeError(EngineError):
+    """The durable node failed: a bad config, an I/O error, a failed snapshot."""
+
+class RecoveryError(NodeError):
+    """Journal or snapshot damage that recovery will not guess about; names file and offset."""
+
+class NodeBusy(NodeError):
+    """The node's submission ring stayed full for the whole timeout; nothing was submitted."""
+
+class NodeStopped(NodeError):
+    """The node is stopped, or stopped before acknowledging a command."""
+
+class EventsGone(NodeError):
+    """The events or journal records asked for were compacted away after a snapshot."""
 
 @final
 class Engine:
@@ -65,3 +104,67 @@ def bench_engine(workload: str, ops: int, seed: int) -> str:
 
 def replay_lobster(path: str | os.PathLike[str], max_messages: int | None = None) -> str:
     """Replay a LOBSTER sample zip (GIL released); returns its JSON line. Raises ToolError."""
+
+@final
+class Node:
+    """A durable node: the engine behind a sequencer and a journal, on its own threads.
+
+    ``Node(config)`` recovers from ``config["data_dir"]`` (newest valid snapshot + journal)
+    and starts; raises RecoveryError on damage it will not guess about, NodeError on a bad
+    config (unknown keys are rejected) or I/O trouble. Every waiting call releases the GIL; a
+    node may be shared between threads. As a context manager it stops on exit.
+    """
+
+    def __new__(cls, config: NodeConfig) -> Node: ...
+    def recovery(self) -> RecoveryReport:
+        """What recovery found and did when the node started (also after stop)."""
+    def submit(self, command: Command, *, timeout: float = 30.0) -> Ack:
+        """Submit one command and wait until it is acknowledged (journaled under the policy,
+        applied). Retries while the ring is full; NodeBusy after ``timeout`` seconds of no
+        progress, NodeStopped if the node stops first, CommandError if it is not a command."""
+    def submit_many(
+        self, commands: Iterable[Command], *, window: int = 1024, timeout: float = 30.0
+    ) -> list[Ack]:
+        """Submit commands in order, up to ``window`` in flight; their acks, in order.
+        Every command is checked before any is submitted. ``timeout`` bounds each wait."""
+    def events(self, from_seq: int, max: int = 1000, timeout: float = 0.0) -> list[Ack]:
+        """Up to ``max`` commands' events from ``from_seq`` on, in order; waits up to
+        ``timeout`` seconds for the first. EventsGone if they were compacted away."""
+    def stats(self) -> NodeStats:
+        """The node's counters."""
+    def state_hash(self) -> str:
+        """The engine's state hash (32 hex digits), between two commands."""
+    def balance(self, account: int, asset: int) -> tuple[int, int] | None:
+        """``(free, held)`` atoms, or None if the account has never held the asset."""
+    def depth(self, market: int, side: Side, levels: int) -> list[tuple[int, int, int]]:
+        """Up to ``levels`` levels as ``(price, quantity, orders)``, best first."""
+    def snapshot(self) -> int:
+        """Take a snapshot now; its sequence number once written. NodeError if it fails."""
+    def stop(self) -> NodeStats:
+        """Drain, take a final snapshot, join the threads; the final counters. Idempotent;
+        every other method raises NodeStopped afterwards."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> bool:
+        """Stop the node (see stop)."""
+
+def replay_journal(config: NodeConfig) -> ReplayReport:
+    """Replay a node's data directory (newest valid snapshot + journal) into a fresh engine in
+    this process, changing nothing on disk; the report plus the invariant check. Raises
+    RecoveryError on damage (a torn tail is only not replayed, not cut off)."""
+
+def read_journal(data_dir: str | os.PathLike[str], from_seq: int = 0) -> list[JournalRecord]:
+    """The journal's records from ``from_seq`` on (0: the first still present). A torn last
+    record ends the list quietly (where recovery would cut it); other damage raises
+    RecoveryError, records compacted away raise EventsGone."""
+
+def bench_pipeline(policy: str, ops: int, window: int, seed: int) -> str:
+    """The pipeline benchmark (GIL released); its JSON line. ValueError for an unknown
+    policy, ToolError if it fails."""
+
+def bench_replay(ops: int, seed: int, fsync_samples: int) -> str:
+    """The replay-speed benchmark (GIL released); its JSON line. Raises ToolError."""

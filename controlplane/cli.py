@@ -1,7 +1,15 @@
 """The ``bourse`` command line.
 
     bourse bench engine [--workload exchange-core|liquibook] [--ops N] [--seed S]
+    bourse bench pipeline [--policy fsync|write|none] [--ops N] [--window W] [--seed S]
+    bourse bench replay [--ops N] [--seed S] [--fsync-samples N]
     bourse replay lobster ZIP [ZIP ...] [--max-messages N]
+    bourse node run --data-dir D [--config FILE.json|.toml] [--durability fsync|write|none]
+                    [--snapshot-every N] [--segment-bytes N] [--keep-snapshots N]
+                    [--wait busy-spin|yield|spin-then-park[:SPINS:PARK_US]]
+                    [--engine-core N] [--sequencer-core N] [--publisher-core N]
+                    [--order-capacity N] [--levels-per-side N] [--stdio]
+    bourse node replay --data-dir D [--config FILE] [--order-capacity N] [--levels-per-side N]
 
 Every command is a pair: a handler ``(args) -> exit status`` and an ``add_*`` function that
 registers its parser and sets the handler. Groups (``bench``, ``replay``) hold their commands
@@ -15,12 +23,31 @@ Errors a user can cause (a missing file, an unknown workload) are reported on st
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import queue
+import signal
 import sys
+import threading
+import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeAlias
+from types import FrameType
+from typing import Any, TypeAlias, cast
 
-from controlplane import EngineError, bench_engine, replay_lobster
+from controlplane import (
+    Command,
+    EngineError,
+    Node,
+    NodeConfig,
+    NodeError,
+    bench_engine,
+    bench_pipeline,
+    bench_replay,
+    encode_command,
+    replay_journal,
+    replay_lobster,
+)
 
 Handler: TypeAlias = Callable[[argparse.Namespace], int]
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -37,6 +64,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, not {text}")
     return value
 
 
@@ -64,7 +98,45 @@ def add_bench_engine(subparsers: SubParsers) -> None:
     p.set_defaults(handler=_bench_engine)
 
 
-BENCH_COMMANDS: tuple[Registrar, ...] = (add_bench_engine,)
+POLICIES = ("fsync", "write", "none")
+
+
+def _bench_pipeline(args: argparse.Namespace) -> int:
+    _emit(bench_pipeline(args.policy, args.ops, args.window, args.seed))
+    return 0
+
+
+def add_bench_pipeline(subparsers: SubParsers) -> None:
+    help = (
+        "Benchmark the durable pipeline (sequencer, journal, engine, publisher) in process: "
+        "throughput and submit-to-ack latency; prints one JSON line."
+    )
+    p = subparsers.add_parser("pipeline", help=help, description=help)
+    p.add_argument("--policy", choices=POLICIES, default="fsync", help="durability policy")
+    p.add_argument("--ops", type=_positive_int, default=1_000_000, help="commands to submit")
+    p.add_argument("--window", type=_positive_int, default=1024, help="commands in flight")
+    p.add_argument("--seed", type=int, default=1, help="workload generator seed")
+    p.set_defaults(handler=_bench_pipeline)
+
+
+def _bench_replay(args: argparse.Namespace) -> int:
+    _emit(bench_replay(args.ops, args.seed, args.fsync_samples))
+    return 0
+
+
+def add_bench_replay(subparsers: SubParsers) -> None:
+    help = (
+        "Benchmark recovery: replay a journal of N commands (read, checksum, decode, apply) "
+        "and measure this disk's fsync latency; prints one JSON line."
+    )
+    p = subparsers.add_parser("replay", help=help, description=help)
+    p.add_argument("--ops", type=_positive_int, default=2_000_000, help="commands to replay")
+    p.add_argument("--seed", type=int, default=1, help="workload generator seed")
+    p.add_argument("--fsync-samples", type=_positive_int, default=200, help="write + fsync samples")
+    p.set_defaults(handler=_bench_replay)
+
+
+BENCH_COMMANDS: tuple[Registrar, ...] = (add_bench_engine, add_bench_pipeline, add_bench_replay)
 
 
 def add_bench(subparsers: SubParsers) -> None:
@@ -95,9 +167,229 @@ def add_replay(subparsers: SubParsers) -> None:
     _group(subparsers, "replay", "Replay recorded market data through the engine.", REPLAY_COMMANDS)
 
 
+# --- node -----------------------------------------------------------------------------------
+
+
+def _wait_strategy(text: str) -> Any:
+    """``busy-spin``, ``yield``, ``spin-then-park[:SPINS:PARK_TIMEOUT_US]`` in serde form."""
+    name, *params = text.strip().lower().replace("_", "-").split(":")
+    if name == "busy-spin" and not params:
+        return "busy_spin"
+    if name == "yield" and not params:
+        return "yield"
+    if name == "spin-then-park" and not params:
+        return {"spin_then_park": {"spins": 1000, "park_timeout_us": 1000}}
+    if name == "spin-then-park" and len(params) == 2 and all(p.isdigit() for p in params):
+        spins, park_us = (int(p) for p in params)
+        return {"spin_then_park": {"spins": spins, "park_timeout_us": park_us}}
+    raise argparse.ArgumentTypeError(
+        f"unknown wait strategy {text!r}: expected busy-spin, yield, spin-then-park "
+        "or spin-then-park:SPINS:PARK_TIMEOUT_US"
+    )
+
+
+def node_config(args: argparse.Namespace) -> NodeConfig:
+    """The node config: the ``--config`` file (TOML or JSON), then the flags over it."""
+    config: dict[str, Any] = {}
+    if args.config is not None:
+        path: Path = args.config
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise NodeError(f"cannot read config {path}: {err.strerror}") from err
+        try:
+            loaded = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+            raise NodeError(f"invalid config {path}: {err}") from err
+        if not isinstance(loaded, dict):
+            raise NodeError(f"invalid config {path}: expected a table/object at the top")
+        config.update(loaded)
+    flags = {
+        "data_dir": None if args.data_dir is None else str(args.data_dir),
+        "durability": getattr(args, "durability", None),
+        "snapshot_every_commands": getattr(args, "snapshot_every", None),
+        "segment_bytes": getattr(args, "segment_bytes", None),
+        "keep_snapshots": getattr(args, "keep_snapshots", None),
+        "wait": getattr(args, "wait", None),
+        "order_capacity": args.order_capacity,
+        "levels_per_side": args.levels_per_side,
+    }
+    config.update({key: value for key, value in flags.items() if value is not None})
+    cores = {
+        "engine": getattr(args, "engine_core", None),
+        "sequencer": getattr(args, "sequencer_core", None),
+        "publisher": getattr(args, "publisher_core", None),
+    }
+    if any(core is not None for core in cores.values()):
+        merged = dict(config.get("cores") or {})
+        merged.update({key: value for key, value in cores.items() if value is not None})
+        config["cores"] = merged
+    if "data_dir" not in config:
+        raise NodeError("no data directory: pass --data-dir or set data_dir in --config")
+    return cast(NodeConfig, config)
+
+
+def _parse_line(line: str) -> tuple[Any, Command | None, str | None]:
+    """One stdin line: ``(ref, command, None)`` or ``(ref, None, error)``."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        return None, None, f"invalid JSON: {err}"
+    if not isinstance(obj, dict):
+        return None, None, "a command line must be a JSON object"
+    ref = obj.pop("ref", None)
+    command = cast(Command, obj)
+    try:
+        encode_command(command)
+    except EngineError as err:
+        return ref, None, str(err)
+    return ref, command, None
+
+
+_STOP = object()
+"""Queued by EOF on stdin or by a signal: stop after the batch in hand."""
+
+
+def _read_lines(lines: queue.SimpleQueue[object]) -> None:
+    for line in sys.stdin:
+        lines.put(line)
+    lines.put(_STOP)
+
+
+# Lines submitted together at most; more waiting lines are left for the next round.
+STDIO_BATCH = 256
+
+
+def _serve(node: Node, lines: queue.SimpleQueue[object]) -> None:
+    """Submit each line from the queue; print each ack once the node acknowledged it, in order.
+
+    Lines that arrive while a batch is in flight are submitted together as the next batch
+    (pipelined, one group commit); a line that is not a command gets an ``error`` line and
+    no sequence number. Returns at ``_STOP``.
+    """
+    stop = False
+    while not stop:
+        batch = [lines.get()]
+        while len(batch) < STDIO_BATCH and not lines.empty():
+            batch.append(lines.get())
+        stop = _STOP in batch
+        parsed = [_parse_line(line) for line in batch if isinstance(line, str) and line.strip()]
+        commands = [command for _, command, _ in parsed if command is not None]
+        acks = iter(node.submit_many(commands) if commands else [])
+        for ref, command, error in parsed:
+            if command is None:
+                _emit(json.dumps({"error": error, "ref": ref}))
+            else:
+                ack = next(acks)
+                line = {"seq": ack["seq"], "timestamp_ns": ack["timestamp_ns"]}
+                _emit(json.dumps({**line, "events": ack["events"], "ref": ref}))
+
+
+def _node_run(args: argparse.Namespace) -> int:
+    config = node_config(args)
+    lines: queue.SimpleQueue[object] = queue.SimpleQueue()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # Graceful stop after the batch in hand (SimpleQueue.put is safe in a signal
+        # handler); a second signal gets the default behaviour.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        lines.put(_STOP)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Node(config) as node:
+            try:
+                _emit(json.dumps({"event": "ready", "recovery": node.recovery()}))
+                if args.stdio:
+                    reader = threading.Thread(
+                        target=_read_lines, args=(lines,), name="bourse-stdin", daemon=True
+                    )
+                    reader.start()
+                _serve(node, lines)
+            except BrokenPipeError:
+                # Whoever reads our output is gone: stop quietly (and do not fail flushing
+                # stdout at exit).
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+            stats = node.stop()
+        _emit(json.dumps({"event": "stopped", "stats": stats}))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _add_engine_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, metavar="D", help="journal and snapshot directory")
+    p.add_argument(
+        "--config", type=Path, metavar="FILE", help="node config, .toml or .json (flags win)"
+    )
+    p.add_argument("--order-capacity", type=_positive_int, metavar="N", help="orders preallocated")
+    p.add_argument(
+        "--levels-per-side", type=_positive_int, metavar="N", help="price levels preallocated"
+    )
+
+
+def add_node_run(subparsers: SubParsers) -> None:
+    help = (
+        "Start (recovering) a node; prints a JSON ready line, and a stopped line on "
+        "Ctrl-C/SIGTERM, or at EOF with --stdio."
+    )
+    p = subparsers.add_parser("run", help=help, description=help)
+    _add_engine_config_flags(p)
+    p.add_argument("--durability", choices=POLICIES, help="when a command is acknowledged")
+    p.add_argument(
+        "--snapshot-every", type=_non_negative_int, metavar="N", help="snapshot every N commands"
+    )
+    p.add_argument("--segment-bytes", type=_positive_int, metavar="N", help="journal segment size")
+    p.add_argument("--keep-snapshots", type=_positive_int, metavar="N", help="snapshots kept")
+    p.add_argument(
+        "--wait",
+        type=_wait_strategy,
+        metavar="STRATEGY",
+        help="idle wait: busy-spin, yield, spin-then-park[:SPINS:PARK_TIMEOUT_US]",
+    )
+    for stage in ("engine", "sequencer", "publisher"):
+        p.add_argument(
+            f"--{stage}-core",
+            type=_non_negative_int,
+            metavar="N",
+            help=f"pin the {stage} thread to core N",
+        )
+    p.add_argument(
+        "--stdio",
+        action="store_true",
+        help='read JSON command lines from stdin (optional "ref" echoed); print an ack '
+        "line per command once it is durable; stop at EOF",
+    )
+    p.set_defaults(handler=_node_run)
+
+
+def _node_replay(args: argparse.Namespace) -> int:
+    _emit(json.dumps(replay_journal(node_config(args))))
+    return 0
+
+
+def add_node_replay(subparsers: SubParsers) -> None:
+    help = (
+        "Replay a node's data directory (snapshot + journal) into a fresh engine, changing "
+        "nothing on disk; prints the state hash, next_seq and the invariant check as JSON."
+    )
+    p = subparsers.add_parser("replay", help=help, description=help)
+    _add_engine_config_flags(p)
+    p.set_defaults(handler=_node_replay)
+
+
+NODE_COMMANDS: tuple[Registrar, ...] = (add_node_run, add_node_replay)
+
+
+def add_node(subparsers: SubParsers) -> None:
+    _group(subparsers, "node", "Run or inspect a durable node.", NODE_COMMANDS)
+
+
 # --- entry point ----------------------------------------------------------------------------
 
-COMMANDS: tuple[Registrar, ...] = (add_bench, add_replay)
+COMMANDS: tuple[Registrar, ...] = (add_bench, add_replay, add_node)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -416,3 +416,101 @@ class MarketView(TypedDict):
     tick_value: int
     status: MarketStatus
     book_seq: int
+
+
+# --- the node (``Node``, ``replay_journal``, ``read_journal``) --------------------------------
+
+Durability: TypeAlias = Literal["fsync", "write", "none"]
+
+
+class SpinThenPark(TypedDict):
+    spins: int
+    park_timeout_us: int
+
+
+class SpinThenParkWait(TypedDict):
+    spin_then_park: SpinThenPark
+
+
+WaitStrategy: TypeAlias = Literal["busy_spin", "yield"] | SpinThenParkWait
+"""How idle pipeline threads wait (serde form of ``bourse_node::WaitStrategy``)."""
+
+
+class Cores(TypedDict, total=False):
+    """Cores to pin the pipeline threads to; None (the default) leaves one to the scheduler."""
+
+    sequencer: int | None
+    engine: int | None
+    publisher: int | None
+
+
+class NodeConfig(TypedDict, total=False):
+    """``bourse_node::NodeConfig``: every key optional (defaults suit a small machine),
+    unknown keys rejected."""
+
+    data_dir: str
+    durability: Durability
+    segment_bytes: int
+    snapshot_every_commands: int
+    snapshot_every_secs: int
+    keep_snapshots: int
+    ring_capacity: int
+    wait: WaitStrategy
+    cores: Cores
+    order_capacity: int
+    levels_per_side: int
+    event_window: int
+
+
+class RecoveryReport(TypedDict):
+    """What recovery found and did (``Node.recovery``)."""
+
+    snapshot_seq: int
+    snapshot_file: str | None
+    skipped_snapshots: list[str]
+    replayed: int
+    torn_tail: str | None
+    next_seq: int
+    last_timestamp_ns: int
+    state_hash: str
+    elapsed_ms: float
+
+
+class ReplayReport(RecoveryReport):
+    """``replay_journal``: the recovery report of a clean replay, plus the invariant check."""
+
+    invariants_ok: bool
+    invariant_error: str | None
+
+
+class Ack(TypedDict):
+    """One command's acknowledgement, or its entry in the event log (``Node.events``)."""
+
+    seq: int
+    timestamp_ns: int
+    events: list[Event]
+
+
+class JournalRecord(TypedDict):
+    """One journaled command (``read_journal``)."""
+
+    seq: int
+    timestamp_ns: int
+    command: Command
+
+
+class NodeStats(TypedDict):
+    """The node's counters (``Node.stats``, ``Node.stop``)."""
+
+    durable_seq: int
+    applied_seq: int
+    published_seq: int
+    commits: int
+    commit_records: int
+    last_commit_ns: int
+    snapshots: int
+    last_snapshot_seq: int
+    last_snapshot_pause_ns: int
+    last_snapshot_write_ns: int
+    acks_dropped: int
+    busy_rejections: int

@@ -280,15 +280,19 @@ mod tag {
 struct Writer<'a>(&'a mut Vec<u8>);
 
 impl Writer<'_> {
+    #[inline]
     fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
+    #[inline]
     fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
+    #[inline]
     fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
+    #[inline]
     fn order_ref(&mut self, r: OrderRef) {
         match r {
             OrderRef::Id(id) => {
@@ -309,6 +313,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let available = self.bytes.len() - self.pos;
         if available < n {
@@ -318,19 +323,23 @@ impl<'a> Reader<'a> {
         self.pos += n;
         Ok(s)
     }
+    #[inline]
     fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
+    #[inline]
     fn u32(&mut self) -> Result<u32, DecodeError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
+    #[inline]
     fn u64(&mut self) -> Result<u64, DecodeError> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
     }
+    #[inline]
     fn enum_byte<T>(
         &mut self,
         field: &'static str,
@@ -340,6 +349,7 @@ impl<'a> Reader<'a> {
         let value = self.u8()?;
         map(value).ok_or(DecodeError::InvalidEnum { field, value, offset })
     }
+    #[inline]
     fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
         self.enum_byte(field, |b| match b {
             0 => Some(false),
@@ -347,6 +357,7 @@ impl<'a> Reader<'a> {
             _ => None,
         })
     }
+    #[inline]
     fn order_ref(&mut self) -> Result<OrderRef, DecodeError> {
         let is_client = self.bool("order_ref")?;
         let id = self.u64()?;

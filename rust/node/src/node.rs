@@ -101,6 +101,9 @@ pub enum NodeError {
     /// Recovery found something it will not guess about.
     #[error("recovery failed: {0}")]
     Recovery(String),
+    /// A snapshot could not be taken or written.
+    #[error("snapshot failed: {0}")]
+    Snapshot(String),
     /// The node is not running.
     #[error("node stopped")]
     Stopped,
@@ -436,7 +439,7 @@ impl Node {
             .send(Control::Snapshot(tx))
             .map_err(|_| NodeError::Stopped)?;
         self.shared.engine_doorbell.notify();
-        rx.recv().map_err(|_| NodeError::Stopped)?.map_err(NodeError::Recovery)
+        rx.recv().map_err(|_| NodeError::Stopped)?.map_err(NodeError::Snapshot)
     }
 
     /// Up to `max` commands' events from sequence number `from_seq` on, in order, waiting
@@ -741,6 +744,10 @@ fn engine_loop(
             shared.counters.applied_seq.store(applied, Ordering::Release);
             let by_count = config.snapshot_every_commands != 0
                 && applied - last_snapshot_seq >= config.snapshot_every_commands;
+            if last_snapshot_ts == 0 {
+                // Nothing was replayed at start: count time from the first command.
+                last_snapshot_ts = s.timestamp_ns;
+            }
             let by_time = config.snapshot_every_secs != 0
                 && last_ts.saturating_sub(last_snapshot_ts)
                     >= config.snapshot_every_secs * 1_000_000_000;

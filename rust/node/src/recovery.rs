@@ -64,6 +64,12 @@ pub fn recover(config: &NodeConfig) -> Result<Recovered, NodeError> {
     let started = Instant::now();
     let dir = config.data_dir.as_path();
     let mut report = RecoveryReport::default();
+    // Snapshots a crash left half-written (never renamed into place) are rubbish.
+    for stale in snapfile::remove_stale_temp_files(dir)
+        .map_err(|e| NodeError::Recovery(format!("cannot remove stale snapshot files: {e}")))?
+    {
+        eprintln!("bourse-node: recovery: removed unfinished snapshot {}", stale.display());
+    }
     let (mut engine, snapshot_seq) = newest_snapshot(config, &mut report)?;
     report.snapshot_seq = snapshot_seq;
     let keep_events = config.event_window;
@@ -180,6 +186,23 @@ pub fn replay_events(
     max: usize,
     upto: u64,
 ) -> Result<Vec<CommandEvents>, NodeError> {
+    // Compaction may delete a segment between listing the directory and opening it; that
+    // shows as an I/O error, and a second look sees the directory as it now is.
+    let mut attempt = 0;
+    loop {
+        match replay_events_once(config, from_seq, max, upto) {
+            Err(NodeError::Journal(JournalError::Io { .. })) if attempt < 2 => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+fn replay_events_once(
+    config: &NodeConfig,
+    from_seq: u64,
+    max: usize,
+    upto: u64,
+) -> Result<Vec<CommandEvents>, NodeError> {
     let dir = config.data_dir.as_path();
     let mut base: Option<(u64, Engine)> = None;
     let mut snapshots = snapfile::list_snapshots(dir)
@@ -226,6 +249,7 @@ pub fn replay_events(
 /// Replay a whole journal directory (snapshot + records) into a fresh engine without changing
 /// anything on disk; for tools and tests that check a node from another process.
 pub fn replay_directory(config: &NodeConfig) -> Result<(Engine, RecoveryReport), NodeError> {
+    let started = Instant::now();
     let mut report = RecoveryReport::default();
     let (mut engine, snapshot_seq) = newest_snapshot(config, &mut report)?;
     let mut expected = snapshot_seq + 1;
@@ -237,11 +261,14 @@ pub fn replay_directory(config: &NodeConfig) -> Result<(Engine, RecoveryReport),
         events.clear();
         engine.apply(&r.command, &mut events);
         expected += 1;
+        report.last_timestamp_ns = r.timestamp_ns;
         Ok(())
     })?;
     report.snapshot_seq = snapshot_seq;
     report.replayed = scan.replayed;
+    report.torn_tail = scan.torn_tail.map(|t| t.to_string());
     report.next_seq = expected;
     report.state_hash = format!("{:032x}", engine.state_hash());
+    report.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok((engine, report))
 }

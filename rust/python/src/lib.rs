@@ -12,10 +12,20 @@
 //! EngineError(Exception)
 //! ├── CommandError        a dict or byte string that is not a command (says which field)
 //! ├── InvariantViolation  check_invariants() found broken engine state
-//! └── ToolError           a benchmark or replay failed (e.g. a missing file)
+//! ├── ToolError           a benchmark or replay failed (e.g. a missing file)
+//! └── NodeError           the durable node (`Node`, journal tools): bad config, I/O, …
+//!     ├── RecoveryError   the journal or a snapshot is damaged (names the file and offset)
+//!     ├── NodeBusy        the submission ring stayed full for the whole timeout
+//!     ├── NodeStopped     the node is stopped (or stopped before acknowledging)
+//!     └── EventsGone      the events or records asked for were compacted away
 //! ```
 //!
 //! A command the engine refuses is not an exception: it comes back as a `rejected` event.
+//!
+//! The node (`Node`, `replay_journal`, `read_journal`, `bench_pipeline`, `bench_replay`) is
+//! in [`node`].
+
+mod node;
 
 use std::path::PathBuf;
 
@@ -52,9 +62,39 @@ create_exception!(
     EngineError,
     "A benchmark or replay tool failed."
 );
+create_exception!(
+    controlplane._engine,
+    NodeError,
+    EngineError,
+    "The durable node failed: a bad config, an I/O error, a failed snapshot."
+);
+create_exception!(
+    controlplane._engine,
+    RecoveryError,
+    NodeError,
+    "Journal or snapshot damage that recovery will not guess about; names file and offset."
+);
+create_exception!(
+    controlplane._engine,
+    NodeBusy,
+    NodeError,
+    "The node's submission ring stayed full for the whole timeout; nothing was submitted."
+);
+create_exception!(
+    controlplane._engine,
+    NodeStopped,
+    NodeError,
+    "The node is stopped, or stopped before acknowledging a command."
+);
+create_exception!(
+    controlplane._engine,
+    EventsGone,
+    NodeError,
+    "The events or journal records asked for were compacted away after a snapshot."
+);
 
 /// Everything a binding call can fail with. The only place Rust errors become Python ones.
-enum Error {
+pub(crate) enum Error {
     /// Not a command: raises `CommandError`.
     Command(String),
     /// A bad argument to a query (e.g. an unknown side): raises `ValueError`.
@@ -63,6 +103,16 @@ enum Error {
     Invariant(String),
     /// Raises `ToolError`.
     Tool(String),
+    /// Raises `NodeError`.
+    Node(String),
+    /// Raises `RecoveryError`.
+    Recovery(String),
+    /// Raises `NodeBusy`.
+    Busy(String),
+    /// Raises `NodeStopped`.
+    Stopped(String),
+    /// Raises `EventsGone`.
+    EventsGone(String),
     /// Python itself raised (e.g. `MemoryError` while building a result); passed through.
     Python(PyErr),
 }
@@ -80,6 +130,11 @@ impl From<Error> for PyErr {
             Error::Argument(msg) => PyValueError::new_err(msg),
             Error::Invariant(msg) => InvariantViolation::new_err(msg),
             Error::Tool(msg) => ToolError::new_err(msg),
+            Error::Node(msg) => NodeError::new_err(msg),
+            Error::Recovery(msg) => RecoveryError::new_err(msg),
+            Error::Busy(msg) => NodeBusy::new_err(msg),
+            Error::Stopped(msg) => NodeStopped::new_err(msg),
+            Error::EventsGone(msg) => EventsGone::new_err(msg),
             Error::Python(err) => err,
         }
     }
@@ -91,6 +146,29 @@ impl From<DecodeError> for Error {
     }
 }
 
+impl From<bourse_node::NodeError> for Error {
+    fn from(err: bourse_node::NodeError) -> Error {
+        use bourse_node::journal::JournalError;
+        use bourse_node::NodeError as E;
+        match err {
+            E::Recovery(_) | E::Journal(JournalError::Corrupt { .. }) => {
+                Error::Recovery(err.to_string())
+            }
+            E::Stopped => Error::Stopped(err.to_string()),
+            E::EventsGone(_) | E::Journal(JournalError::Compacted { .. }) => {
+                Error::EventsGone(err.to_string())
+            }
+            E::Io(_) | E::Journal(_) | E::Snapshot(_) => Error::Node(err.to_string()),
+        }
+    }
+}
+
+impl From<bourse_node::journal::JournalError> for Error {
+    fn from(err: bourse_node::journal::JournalError) -> Error {
+        bourse_node::NodeError::Journal(err).into()
+    }
+}
+
 /// Turning engine values into Python objects only fails if Python does.
 impl From<PythonizeError> for Error {
     fn from(err: PythonizeError) -> Error {
@@ -98,7 +176,7 @@ impl From<PythonizeError> for Error {
     }
 }
 
-type Result<T> = std::result::Result<T, Error>;
+pub(crate) type Result<T> = std::result::Result<T, Error>;
 
 /// The matching engine: a deterministic state machine. Not thread-safe to share without
 /// a lock; Python's per-object borrow checking enforces one mutable user at a time.
@@ -214,14 +292,14 @@ fn replay_lobster(py: Python<'_>, path: PathBuf, max_messages: Option<u64>) -> R
 }
 
 /// Run a long native job with the GIL released.
-fn run_tool<F>(py: Python<'_>, job: F) -> Result<String>
+pub(crate) fn run_tool<F>(py: Python<'_>, job: F) -> Result<String>
 where
     F: FnOnce() -> std::result::Result<String, String> + Send,
 {
     py.detach(job).map_err(Error::Tool)
 }
 
-fn parse_side(side: &str) -> Result<Side> {
+pub(crate) fn parse_side(side: &str) -> Result<Side> {
     match side {
         "buy" => Ok(Side::Buy),
         "sell" => Ok(Side::Sell),
@@ -230,7 +308,7 @@ fn parse_side(side: &str) -> Result<Side> {
 }
 
 /// Decode a command dict such as `{"type": "deposit", "account": 1, "asset": 2, "amount": 5}`.
-fn command_from_py(obj: &Bound<'_, PyAny>) -> Result<Command> {
+pub(crate) fn command_from_py(obj: &Bound<'_, PyAny>) -> Result<Command> {
     let Ok(dict) = obj.cast::<PyDict>() else {
         let type_name = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
         return Err(Error::Command(format!("a command must be a dict, not {type_name}")));
@@ -253,13 +331,17 @@ fn describe_bad_command(dict: &Bound<'_, PyDict>, error: &str) -> String {
         Some(kind) => format!("invalid {kind:?} command"),
         None => "invalid command".to_owned(),
     };
-    match blame_field(dict, error) {
+    match blame_field::<Command>(dict, error) {
         Some(field) => format!("{what}: field `{field}`: {error}"),
         None => format!("{what}: {error}"),
     }
 }
 
-fn blame_field(dict: &Bound<'_, PyDict>, error: &str) -> Option<String> {
+/// Which key of `dict` is to blame for `error` (deserializing it as a `T`), if one is.
+pub(crate) fn blame_field<T: serde::de::DeserializeOwned>(
+    dict: &Bound<'_, PyDict>,
+    error: &str,
+) -> Option<String> {
     if error.starts_with("missing field") {
         return None; // serde already named it
     }
@@ -269,7 +351,7 @@ fn blame_field(dict: &Bound<'_, PyDict>, error: &str) -> Option<String> {
     keys.into_iter().find_map(|key| {
         let probe = dict.copy().ok()?;
         probe.del_item(&key).ok()?;
-        let changed = match depythonize::<Command>(probe.as_any()) {
+        let changed = match depythonize::<T>(probe.as_any()) {
             Ok(_) => true,
             Err(err) => err.to_string() != error,
         };
@@ -289,5 +371,11 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CommandError", py.get_type::<CommandError>())?;
     m.add("InvariantViolation", py.get_type::<InvariantViolation>())?;
     m.add("ToolError", py.get_type::<ToolError>())?;
+    m.add("NodeError", py.get_type::<NodeError>())?;
+    m.add("RecoveryError", py.get_type::<RecoveryError>())?;
+    m.add("NodeBusy", py.get_type::<NodeBusy>())?;
+    m.add("NodeStopped", py.get_type::<NodeStopped>())?;
+    m.add("EventsGone", py.get_type::<EventsGone>())?;
+    node::register(m)?;
     Ok(())
 }
