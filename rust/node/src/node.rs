@@ -740,7 +740,6 @@ fn engine_loop(
                     }
                 }
             }
-            shared.publisher_doorbell.notify();
             shared.counters.applied_seq.store(applied, Ordering::Release);
             let by_count = config.snapshot_every_commands != 0
                 && applied - last_snapshot_seq >= config.snapshot_every_commands;
@@ -756,6 +755,11 @@ fn engine_loop(
                 last_snapshot_seq = applied;
                 last_snapshot_ts = last_ts;
             }
+        }
+        if worked {
+            // One wake-up per burst: a doorbell fence per command would cost more than the
+            // command.
+            shared.publisher_doorbell.notify();
         }
         match control.try_recv() {
             Ok(Control::Query(f)) => {

@@ -67,9 +67,14 @@
 //! safety net (e.g. against another library consuming the thread's park token).
 //!
 //! A producer rings its doorbell on every [`Producer::push`] when the ring was built with
-//! [`ring_with_doorbell`]. The cost is one `SeqCst` fence (an `mfence`/locked op on x86) and a
-//! load of a line that stays shared while the consumer is awake. A producer that pushes in
-//! bursts can use [`Producer::push_silent`] for the burst and [`Producer::wake`] once after it.
+//! [`ring_with_doorbell`]. The cost is one `SeqCst` fence (`mfence` on x86) and a load of a
+//! line that stays shared while the consumer is awake. The fence waits for the store buffer,
+//! including the `tail` store, so when the consumer keeps up and the two sides bounce the
+//! `tail` line it costs a cache-line round trip per push: on the 2-core development VM,
+//! one-value-at-a-time throughput drops from ~300 M/s to 20–70 M/s (`benches/ring.rs`). A
+//! stage that produces a batch per input batch should therefore push with
+//! [`Producer::push_silent`] and call [`Producer::wake`] once per batch, *before it goes
+//! idle* (a consumer parked on a silent push sleeps until its park timeout).
 //! Several producers can share one doorbell, which is how one consumer thread polls several
 //! rings (see [`crate::wait::Idle`]).
 //!
