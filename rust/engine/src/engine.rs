@@ -43,6 +43,32 @@ pub struct EngineConfig {
     pub levels_per_side: usize,
 }
 
+impl EngineConfig {
+    /// The most orders that may be preallocated (about 100 bytes each).
+    pub const MAX_ORDER_CAPACITY: usize = 1 << 26;
+    /// The most levels per book side that may be preallocated.
+    pub const MAX_LEVELS_PER_SIDE: usize = 1 << 20;
+
+    /// Refuse sizes that would exhaust memory or overflow when preallocated.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.order_capacity > Self::MAX_ORDER_CAPACITY {
+            return Err(format!(
+                "order_capacity {} is above the maximum {}",
+                self.order_capacity,
+                Self::MAX_ORDER_CAPACITY
+            ));
+        }
+        if self.levels_per_side > Self::MAX_LEVELS_PER_SIDE {
+            return Err(format!(
+                "levels_per_side {} is above the maximum {}",
+                self.levels_per_side,
+                Self::MAX_LEVELS_PER_SIDE
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig { order_capacity: 1 << 16, levels_per_side: 1024 }
@@ -152,6 +178,9 @@ struct Account {
     status: AccountStatus,
     fee_tier: u8,
     balances: Vec<Balance>,
+    /// Per asset: the number of the last command that changed this balance (not state:
+    /// bookkeeping for reporting each changed balance once per command, in O(1)).
+    touched_by: Vec<u64>,
     orders_head: Slot,
     orders_tail: Slot,
 }
@@ -231,6 +260,8 @@ pub struct Engine {
     levels_per_side: usize,
     /// Scratch: (account, asset) balances changed by the current command, first-touch order.
     touched: Vec<(u32, u32)>,
+    /// Commands applied by this instance, numbering `Account::touched_by` (from 1).
+    command_no: u64,
 }
 
 const FEE_ACCOUNT_INDEX: u32 = 0;
@@ -270,6 +301,7 @@ impl Engine {
                 status: AccountStatus::Active,
                 fee_tier: 0,
                 balances: Vec::new(),
+                touched_by: Vec::new(),
                 orders_head: NIL,
                 orders_tail: NIL,
             }],
@@ -283,11 +315,13 @@ impl Engine {
             next_trade_id: 1,
             levels_per_side: config.levels_per_side,
             touched: Vec::with_capacity(64),
+            command_no: 0,
         }
     }
 
     /// Apply one command, appending its events to `out`.
     pub fn apply(&mut self, cmd: &Command, out: &mut Vec<Event>) {
+        self.command_no += 1;
         let result = match *cmd {
             Command::ListAsset { asset, decimals } => self.list_asset(asset, decimals, out),
             Command::ListMarket {
@@ -410,7 +444,9 @@ impl Engine {
 
     #[inline]
     fn bal(&mut self, ai: u32, asset: u32) -> &mut Balance {
-        if !self.touched.contains(&(ai, asset)) {
+        let stamp = &mut self.accounts[ai as usize].touched_by[asset as usize];
+        if *stamp != self.command_no {
+            *stamp = self.command_no;
             self.touched.push((ai, asset));
         }
         &mut self.accounts[ai as usize].balances[asset as usize]
@@ -467,6 +503,7 @@ impl Engine {
         self.asset_index.insert(asset.0, idx);
         for a in &mut self.accounts {
             a.balances.push(Balance::default());
+            a.touched_by.push(0);
         }
         out.push(Event::AssetListed { asset, decimals });
         Ok(())
@@ -580,6 +617,7 @@ impl Engine {
             status: AccountStatus::Active,
             fee_tier,
             balances: vec![Balance::default(); self.assets.len()],
+            touched_by: vec![0; self.assets.len()],
             orders_head: NIL,
             orders_tail: NIL,
         });

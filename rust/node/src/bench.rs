@@ -127,7 +127,7 @@ pub fn pipeline(policy: Durability, ops: u64, window: usize, seed: u64) -> Resul
                     busy += 1;
                     break;
                 }
-                Err(SubmitError::Stopped) => return Err("node stopped".into()),
+                Err(e) => return Err(e.to_string()),
             }
         }
         let ack = if next - acked >= window || next == total {
@@ -247,7 +247,7 @@ pub fn replay(ops: u64, seed: u64, fsync_samples: usize) -> Result<String, Strin
         data_dir: tmp.0.clone(),
         order_capacity: workload.config.order_capacity,
         levels_per_side: workload.config.levels_per_side,
-        event_window: 0,
+        // The node's own default: recovery refills the in-memory event window as it replays.
         ..NodeConfig::default()
     };
     let started = Instant::now();

@@ -66,16 +66,47 @@ impl Default for NodeConfig {
             snapshot_every_secs: 300,
             keep_snapshots: 2,
             ring_capacity: 1 << 16,
-            wait: WaitStrategy::SpinThenPark { spins: 200, park_timeout_us: 1_000 },
+            wait: WaitStrategy::SPIN_THEN_PARK,
             cores: Cores::default(),
             order_capacity: 1 << 20,
             levels_per_side: 4096,
-            event_window: 1 << 20,
+            event_window: 1 << 16,
         }
     }
 }
 
 impl NodeConfig {
+    /// The largest ring capacity accepted.
+    pub const MAX_RING_CAPACITY: usize = 1 << 24;
+    /// The largest in-memory event window accepted (commands).
+    pub const MAX_EVENT_WINDOW: usize = 1 << 24;
+
+    /// Refuse values that would exhaust memory or overflow.
+    pub fn validate(&self) -> Result<(), String> {
+        self.engine_config().validate()?;
+        if self.ring_capacity == 0 || self.ring_capacity > Self::MAX_RING_CAPACITY {
+            return Err(format!(
+                "ring_capacity must be 1..={}, not {}",
+                Self::MAX_RING_CAPACITY,
+                self.ring_capacity
+            ));
+        }
+        if self.event_window > Self::MAX_EVENT_WINDOW {
+            return Err(format!(
+                "event_window must be at most {}, not {}",
+                Self::MAX_EVENT_WINDOW,
+                self.event_window
+            ));
+        }
+        if !(512..=1 << 40).contains(&self.segment_bytes) {
+            return Err(format!("segment_bytes must be 512 B..=1 TiB, not {}", self.segment_bytes));
+        }
+        if self.snapshot_every_secs > u64::MAX / 1_000_000_000 {
+            return Err(format!("snapshot_every_secs {} is too large", self.snapshot_every_secs));
+        }
+        Ok(())
+    }
+
     /// The engine's preallocation.
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig { order_capacity: self.order_capacity, levels_per_side: self.levels_per_side }

@@ -16,6 +16,8 @@ pub mod wait;
 
 pub use config::{Cores, NodeConfig};
 pub use journal::Durability;
-pub use node::{Ack, Client, CommandEvents, Node, NodeError, NodeStats, SubmitError};
+pub use node::{
+    Ack, Client, CommandEvents, Node, NodeError, NodeStats, Origin, SubmitError, Subscription,
+};
 pub use recovery::RecoveryReport;
 pub use wait::WaitStrategy;

@@ -74,8 +74,52 @@ pub struct CommandEvents {
     pub seq: u64,
     /// Sequencer timestamp, ns since the Unix epoch.
     pub timestamp_ns: u64,
+    /// Which client of this process submitted the command, if one did (commands recovered
+    /// from the journal have no origin: client ids live only as long as the process).
+    pub origin: Option<Origin>,
     /// The events.
     pub events: Vec<Event>,
+}
+
+/// The client and its reference for a command submitted in this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    /// [`Client::id`].
+    pub client: u32,
+    /// The reference the client gave with the command.
+    pub correlation: u64,
+}
+
+/// A live feed of the event stream: every command's events, in sequence order, from the
+/// moment of subscribing. Made by [`Node::subscribe`]. A subscriber that falls behind by more
+/// than its ring loses entries and is told ([`Subscription::lagged`]); it catches up with
+/// [`Node::events_from`].
+pub struct Subscription {
+    feed: Consumer<Arc<CommandEvents>>,
+    lagged: Arc<AtomicBool>,
+}
+
+impl Subscription {
+    /// The next command's events, if published.
+    pub fn try_next(&mut self) -> Option<Arc<CommandEvents>> {
+        self.feed.pop()
+    }
+
+    /// Whether entries were dropped because this subscriber fell behind.
+    pub fn lagged(&self) -> bool {
+        self.lagged.load(Ordering::Acquire)
+    }
+
+    /// Acknowledge a lag (after catching up from the event log).
+    pub fn clear_lag(&self) {
+        self.lagged.store(false, Ordering::Release);
+    }
+}
+
+/// A new subscriber's ring, for the publisher.
+struct SubscriberRegistration {
+    feed: Producer<Arc<CommandEvents>>,
+    lagged: Arc<AtomicBool>,
 }
 
 /// Why a submission was not taken.
@@ -87,6 +131,9 @@ pub enum SubmitError {
     /// The node is stopping or stopped.
     #[error("node stopped")]
     Stopped,
+    /// No acknowledgement came in time; the command may still be applied.
+    #[error("no acknowledgement in time; the command may still be applied")]
+    Timeout,
 }
 
 /// Why the node cannot start or go on.
@@ -101,6 +148,12 @@ pub enum NodeError {
     /// Recovery found something it will not guess about.
     #[error("recovery failed: {0}")]
     Recovery(String),
+    /// The configuration is not usable.
+    #[error("invalid node configuration: {0}")]
+    Config(String),
+    /// A pipeline thread panicked; the node stopped.
+    #[error("node thread {0} panicked")]
+    ThreadPanicked(String),
     /// A snapshot could not be taken or written.
     #[error("snapshot failed: {0}")]
     Snapshot(String),
@@ -160,7 +213,7 @@ pub struct NodeStats {
 
 /// The in-memory tail of the event stream, with a condition variable for readers.
 struct EventLog {
-    window: Mutex<VecDeque<CommandEvents>>,
+    window: Mutex<VecDeque<Arc<CommandEvents>>>,
     capacity: usize,
     published: Condvar,
 }
@@ -213,6 +266,8 @@ struct SnapshotJob {
     reply: Option<Sender<Result<u64, String>>>,
 }
 
+/// Client id of commands with no client (none today; reserved for internal producers).
+const NO_CLIENT: u32 = u32::MAX;
 /// Outputs the publisher handles per lock of the event log.
 const PUBLISH_BURST: usize = 256;
 /// Commands per journal batch at most.
@@ -223,6 +278,10 @@ struct Shared {
     stop: AtomicBool,
     sequencer_done: AtomicBool,
     engine_done: AtomicBool,
+    publisher_done: AtomicBool,
+    snapshots_done: AtomicBool,
+    /// Set by [`Node::stop`]: the engine takes a final snapshot as it exits and reports here.
+    final_snapshot: Mutex<Option<Sender<Result<u64, String>>>>,
     counters: Counters,
     events: EventLog,
     sequencer_doorbell: Doorbell,
@@ -236,18 +295,27 @@ pub struct Node {
     recovery: RecoveryReport,
     register_sequencer: Mutex<Sender<SequencerRegistration>>,
     register_publisher: Mutex<Sender<PublisherRegistration>>,
+    register_subscriber: Mutex<Sender<SubscriberRegistration>>,
     control: Mutex<Sender<Control>>,
     next_client: AtomicU64,
     threads: Vec<JoinHandle<()>>,
 }
 
 /// A producer of commands with its own rings: one to the sequencer, one back for acks.
-/// Not shared between threads: make one client per thread.
+/// One thread at a time (`&mut self`); it may move between threads, since waiting for an
+/// acknowledgement polls rather than parking on a doorbell.
 pub struct Client {
+    id: u32,
     shared: Arc<Shared>,
     submissions: Producer<Submission>,
     acks: Consumer<Ack>,
     acks_lost: Arc<AtomicBool>,
+}
+
+/// `now + timeout`, saturating far in the future instead of overflowing.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 fn now_ns() -> u64 {
@@ -261,6 +329,7 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinH
 impl Node {
     /// Recover from `config.data_dir` (creating it if new) and start the threads.
     pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        config.validate().map_err(NodeError::Config)?;
         std::fs::create_dir_all(&config.data_dir)?;
         let recovered = recovery::recover(&config)?;
         let engine = recovered.engine;
@@ -271,6 +340,9 @@ impl Node {
             stop: AtomicBool::new(false),
             sequencer_done: AtomicBool::new(false),
             engine_done: AtomicBool::new(false),
+            publisher_done: AtomicBool::new(false),
+            snapshots_done: AtomicBool::new(false),
+            final_snapshot: Mutex::new(None),
             counters: Counters::default(),
             events: EventLog {
                 window: Mutex::new(VecDeque::with_capacity(config.event_window.min(1 << 20))),
@@ -288,7 +360,7 @@ impl Node {
                 if window.len() == shared.events.capacity {
                     window.pop_front();
                 }
-                window.push_back(ce);
+                window.push_back(Arc::new(ce));
             }
         }
         let last = next_seq - 1;
@@ -312,18 +384,19 @@ impl Node {
         let (recycle_tx, recycle_rx) = ring::<Vec<Event>>(config.ring_capacity);
         let (register_sequencer, sequencer_registrations) = mpsc::channel();
         let (register_publisher, publisher_registrations) = mpsc::channel();
+        let (register_subscriber, subscriber_registrations) = mpsc::channel();
         let (control, control_rx) = mpsc::channel::<Control>();
         let (snapshot_tx, snapshot_rx) = mpsc::channel::<SnapshotJob>();
         engine.check_invariants().map_err(NodeError::Recovery)?;
 
         let mut threads = Vec::new();
         let s = shared.clone();
+        let last_ts = report.last_timestamp_ns;
         threads.push(spawn("bourse-sequencer", move || {
-            sequencer_loop(s, journal, to_engine, sequencer_registrations)
+            sequencer_loop(s, journal, to_engine, sequencer_registrations, last_ts)
         })?);
         let s = shared.clone();
         let last_snapshot_seq = report.snapshot_seq;
-        let last_ts = report.last_timestamp_ns;
         threads.push(spawn("bourse-engine", move || {
             engine_loop(
                 s,
@@ -339,7 +412,13 @@ impl Node {
         })?);
         let s = shared.clone();
         threads.push(spawn("bourse-publisher", move || {
-            publisher_loop(s, publisher_in, recycle_tx, publisher_registrations)
+            publisher_loop(
+                s,
+                publisher_in,
+                recycle_tx,
+                publisher_registrations,
+                subscriber_registrations,
+            )
         })?);
         let s = shared.clone();
         threads.push(spawn("bourse-snapshots", move || snapshot_writer_loop(s, snapshot_rx))?);
@@ -349,6 +428,7 @@ impl Node {
             recovery: report,
             register_sequencer: Mutex::new(register_sequencer),
             register_publisher: Mutex::new(register_publisher),
+            register_subscriber: Mutex::new(register_subscriber),
             control: Mutex::new(control),
             next_client: AtomicU64::new(0),
             threads,
@@ -389,7 +469,23 @@ impl Node {
             .map_err(|_| NodeError::Stopped)?;
         self.shared.publisher_doorbell.notify();
         self.shared.sequencer_doorbell.notify();
-        Ok(Client { shared: self.shared.clone(), submissions, acks, acks_lost })
+        Ok(Client { id, shared: self.shared.clone(), submissions, acks, acks_lost })
+    }
+
+    /// Subscribe to the event stream from now on, through a ring of `capacity` entries.
+    pub fn subscribe(&self, capacity: usize) -> Result<Subscription, NodeError> {
+        if self.shared.stop.load(Ordering::Acquire) {
+            return Err(NodeError::Stopped);
+        }
+        let (feed, rx) = ring::<Arc<CommandEvents>>(capacity);
+        let lagged = Arc::new(AtomicBool::new(false));
+        self.register_subscriber
+            .lock()
+            .expect("registration lock")
+            .send(SubscriberRegistration { feed, lagged: lagged.clone() })
+            .map_err(|_| NodeError::Stopped)?;
+        self.shared.publisher_doorbell.notify();
+        Ok(Subscription { feed: rx, lagged })
     }
 
     /// Counters.
@@ -453,7 +549,7 @@ impl Node {
     ) -> Result<Vec<CommandEvents>, NodeError> {
         let from_seq = from_seq.max(1);
         let log = &self.shared.events;
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut window = log.window.lock().expect("event log lock");
         loop {
             let published = self.shared.counters.published_seq.load(Ordering::Acquire);
@@ -468,8 +564,13 @@ impl Node {
         }
         match window.front() {
             Some(first) if first.seq <= from_seq => {
+                // Only reference counts are taken under the lock; copying happens after it is
+                // released, so a large read never holds up the publisher.
                 let start = (from_seq - first.seq) as usize;
-                Ok(window.iter().skip(start).take(max).cloned().collect())
+                let entries: Vec<Arc<CommandEvents>> =
+                    window.iter().skip(start).take(max).cloned().collect();
+                drop(window);
+                Ok(entries.iter().map(|c| CommandEvents::clone(c)).collect())
             }
             _ => {
                 drop(window);
@@ -479,36 +580,84 @@ impl Node {
         }
     }
 
-    /// Stop: drain what was submitted, take a final snapshot, join the threads.
+    /// Stop: the sequencer takes what was already submitted, the engine applies all of it
+    /// and then takes the final snapshot, the publisher publishes everything; then the
+    /// threads are joined.
     pub fn stop(mut self) -> Result<NodeStats, NodeError> {
-        let snapshot = self.snapshot_now();
-        self.halt();
-        snapshot.map(|_| self.stats())
+        let (tx, rx) = mpsc::channel();
+        *self.shared.final_snapshot.lock().expect("final snapshot lock") = Some(tx);
+        self.halt()?;
+        match rx.try_recv() {
+            Ok(Ok(_)) => Ok(self.stats()),
+            Ok(Err(e)) => Err(NodeError::Snapshot(e)),
+            Err(_) => {
+                Err(NodeError::Snapshot("the engine stopped before the final snapshot".into()))
+            }
+        }
     }
 
-    fn halt(&mut self) {
+    fn halt(&mut self) -> Result<(), NodeError> {
         self.shared.stop.store(true, Ordering::Release);
-        for d in [
-            &self.shared.sequencer_doorbell,
-            &self.shared.engine_doorbell,
-            &self.shared.publisher_doorbell,
-        ] {
+        self.shared.wake_all();
+        let mut panicked = Vec::new();
+        for t in self.threads.drain(..) {
+            let name = t.thread().name().unwrap_or("?").to_string();
+            if t.join().is_err() {
+                panicked.push(name);
+            }
+        }
+        if panicked.is_empty() {
+            Ok(())
+        } else {
+            Err(NodeError::ThreadPanicked(panicked.join(", ")))
+        }
+    }
+}
+
+impl Shared {
+    fn wake_all(&self) {
+        for d in [&self.sequencer_doorbell, &self.engine_doorbell, &self.publisher_doorbell] {
             d.notify();
         }
-        self.shared.events.published.notify_all();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        self.events.published.notify_all();
+    }
+}
+
+/// Held by each pipeline thread: if the thread ends by panicking, the whole node stops (and
+/// the threads downstream of it finish), instead of leaving the others waiting for ever.
+struct StopOnPanic<'a> {
+    shared: &'a Shared,
+    done: &'a AtomicBool,
+}
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "bourse-node: thread {} panicked; stopping the node",
+                std::thread::current().name().unwrap_or("?")
+            );
+            self.shared.stop.store(true, Ordering::Release);
         }
+        self.done.store(true, Ordering::Release);
+        self.shared.wake_all();
     }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        self.halt();
+        if let Err(e) = self.halt() {
+            eprintln!("bourse-node: {e}");
+        }
     }
 }
 
 impl Client {
+    /// This client's id, as found in [`Origin::client`].
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
     /// Hand in a command. Never blocks: a full ring gives it back as [`SubmitError::Busy`].
     pub fn submit(&mut self, command: Command, correlation: u64) -> Result<(), SubmitError> {
         if self.shared.stop.load(Ordering::Acquire) {
@@ -540,7 +689,7 @@ impl Client {
     /// 20 µs. (A client may be used from different threads in turn, so it does not park on
     /// a doorbell.)
     pub fn ack_timeout(&mut self, timeout: Duration) -> Option<Ack> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut polls = 0u32;
         loop {
             if let Some(a) = self.acks.pop() {
@@ -563,7 +712,7 @@ impl Client {
     /// Submit and wait for the acknowledgement (retrying while the node is busy).
     pub fn call(&mut self, command: Command, timeout: Duration) -> Result<Ack, SubmitError> {
         let correlation = now_ns();
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut sub = Submission { command, correlation };
         loop {
             match self.submit(sub.command, sub.correlation) {
@@ -580,7 +729,11 @@ impl Client {
                 return Ok(ack);
             }
         }
-        Err(SubmitError::Stopped)
+        if self.shared.stop.load(Ordering::Acquire) {
+            Err(SubmitError::Stopped)
+        } else {
+            Err(SubmitError::Timeout)
+        }
     }
 }
 
@@ -591,17 +744,18 @@ fn sequencer_loop(
     mut journal: JournalWriter,
     mut to_engine: Producer<Sequenced>,
     registrations: Receiver<SequencerRegistration>,
+    mut last_ts: u64,
 ) {
+    let _guard = StopOnPanic { shared: &shared, done: &shared.sequencer_done };
     if let Err(e) = pin_current_thread(shared.config.cores.sequencer) {
         eprintln!("bourse-node: sequencer not pinned: {e}");
     }
     let mut clients: Vec<(u32, Consumer<Submission>)> = Vec::new();
     let mut batch: Vec<Sequenced> = Vec::with_capacity(MAX_BATCH);
     let mut next_seq = journal.durable_seq() + 1;
-    let mut last_ts = 0u64;
     let mut idle = Idle::new(shared.config.wait, &shared.sequencer_doorbell);
     let mut start = 0usize;
-    loop {
+    'run: loop {
         // New clients (off the hot path: a failed try_recv is one atomic load).
         while let Ok(r) = registrations.try_recv() {
             clients.push((r.id, r.submissions));
@@ -609,12 +763,20 @@ fn sequencer_loop(
         // Drain clients round-robin (starting one further each time, so nobody is favoured).
         let n = clients.len();
         if n > 0 {
+            // Timestamps never go backwards, not even across a restart or a clock step.
             let now = now_ns().max(last_ts);
             last_ts = now;
             for k in 0..n {
                 let (id, rx) = &mut clients[(start + k) % n];
                 while batch.len() < MAX_BATCH {
                     let Some(sub) = rx.pop() else { break };
+                    if let Err(e) = journal.append(next_seq, now, &sub.command) {
+                        // Nothing of this batch is durable or acknowledged; stop rather than
+                        // run on without a journal.
+                        eprintln!("bourse-node: journal append failed, stopping: {e}");
+                        shared.stop.store(true, Ordering::Release);
+                        break 'run;
+                    }
                     batch.push(Sequenced {
                         seq: next_seq,
                         timestamp_ns: now,
@@ -622,11 +784,6 @@ fn sequencer_loop(
                         correlation: sub.correlation,
                         command: sub.command,
                     });
-                    if let Err(e) = journal.append(next_seq, now, &sub.command) {
-                        eprintln!("bourse-node: journal append failed, stopping: {e}");
-                        shared.stop.store(true, Ordering::Release);
-                        break;
-                    }
                     next_seq += 1;
                 }
             }
@@ -651,14 +808,13 @@ fn sequencer_loop(
                 c.durable_seq.store(stats.durable_seq, Ordering::Release);
             }
             Err(e) => {
-                // Nothing of this batch was acknowledged; stop rather than run on without a
-                // journal.
                 eprintln!("bourse-node: journal commit failed, stopping: {e}");
                 shared.stop.store(true, Ordering::Release);
                 break;
             }
         }
-        // Hand the durable batch to the engine, waiting while its ring is full.
+        // Hand the durable batch to the engine, waiting while its ring is full (the engine
+        // rings this thread's doorbell as it makes room).
         let mut wait = Idle::new(shared.config.wait, &shared.sequencer_doorbell);
         for s in batch.drain(..) {
             let mut item = s;
@@ -666,6 +822,11 @@ fn sequencer_loop(
                 match to_engine.push(item) {
                     Ok(()) => break,
                     Err(full) => {
+                        if shared.engine_done.load(Ordering::Acquire) {
+                            // The engine is gone (it panicked): these durable commands are
+                            // applied by the next recovery.
+                            break 'run;
+                        }
                         item = full.0;
                         shared.engine_doorbell.notify();
                         wait.wait();
@@ -675,8 +836,6 @@ fn sequencer_loop(
         }
         shared.engine_doorbell.notify();
     }
-    shared.sequencer_done.store(true, Ordering::Release);
-    shared.engine_doorbell.notify();
 }
 
 /// Commands the engine applies before it looks at its control channel again.
@@ -694,6 +853,7 @@ fn engine_loop(
     mut last_snapshot_seq: u64,
     mut last_snapshot_ts: u64,
 ) {
+    let _guard = StopOnPanic { shared: &shared, done: &shared.engine_done };
     if let Err(e) = pin_current_thread(shared.config.cores.engine) {
         eprintln!("bourse-node: engine not pinned: {e}");
     }
@@ -747,9 +907,10 @@ fn engine_loop(
                 // Nothing was replayed at start: count time from the first command.
                 last_snapshot_ts = s.timestamp_ns;
             }
+            // Time is command time (the sequencer's stamps): an idle node takes no snapshot.
             let by_time = config.snapshot_every_secs != 0
                 && last_ts.saturating_sub(last_snapshot_ts)
-                    >= config.snapshot_every_secs * 1_000_000_000;
+                    >= config.snapshot_every_secs.saturating_mul(1_000_000_000);
             if by_count || by_time {
                 take_snapshot(&engine, applied, None);
                 last_snapshot_seq = applied;
@@ -758,8 +919,9 @@ fn engine_loop(
         }
         if worked {
             // One wake-up per burst: a doorbell fence per command would cost more than the
-            // command.
+            // command. The sequencer may be waiting for room in this thread's ring.
             shared.publisher_doorbell.notify();
+            shared.sequencer_doorbell.notify();
         }
         match control.try_recv() {
             Ok(Control::Query(f)) => {
@@ -783,8 +945,11 @@ fn engine_loop(
             idle.wait();
         }
     }
-    shared.engine_done.store(true, Ordering::Release);
-    shared.publisher_doorbell.notify();
+    // A graceful stop: everything sequenced is applied; the final snapshot covers it all.
+    let reply = shared.final_snapshot.lock().expect("final snapshot lock").take();
+    if let Some(reply) = reply {
+        take_snapshot(&engine, applied, Some(reply));
+    }
 }
 
 fn publisher_loop(
@@ -792,14 +957,21 @@ fn publisher_loop(
     mut input: Consumer<Output>,
     mut recycle: Producer<Vec<Event>>,
     registrations: Receiver<PublisherRegistration>,
+    subscriber_registrations: Receiver<SubscriberRegistration>,
 ) {
+    let _guard = StopOnPanic { shared: &shared, done: &shared.publisher_done };
     if let Err(e) = pin_current_thread(shared.config.cores.publisher) {
         eprintln!("bourse-node: publisher not pinned: {e}");
     }
     let mut clients: Vec<Option<PublisherRegistration>> = Vec::new();
     let mut idle = Idle::new(shared.config.wait, &shared.publisher_doorbell);
     let mut burst: Vec<Output> = Vec::with_capacity(PUBLISH_BURST);
+    let mut subscribers: Vec<SubscriberRegistration> = Vec::new();
     loop {
+        while let Ok(s) = subscriber_registrations.try_recv() {
+            subscribers.push(s);
+        }
+        subscribers.retain(|s| !s.feed.is_abandoned());
         while let Ok(r) = registrations.try_recv() {
             let id = r.id as usize;
             if clients.len() <= id {
@@ -821,18 +993,43 @@ fn publisher_loop(
         idle.reset();
         // Acknowledgements first: they are what clients wait on.
         for out in &burst {
-            if let Some(Some(c)) = clients.get_mut(out.client as usize) {
-                let ack = Ack {
-                    correlation: out.correlation,
-                    seq: out.seq,
-                    timestamp_ns: out.timestamp_ns,
-                    events: out.events.clone(),
-                };
-                if c.acks.push(ack).is_err() {
-                    shared.counters.acks_dropped.fetch_add(1, Ordering::Relaxed);
-                    if !c.acks_lost.swap(true, Ordering::AcqRel) {
-                        eprintln!("bourse-node: client {} does not read its acks; dropping", c.id);
+            if clients.get(out.client as usize).is_none_or(Option::is_none) {
+                // A client registers here before the sequencer can see its ring, so one we
+                // do not know yet is in the channel: look again.
+                while let Ok(r) = registrations.try_recv() {
+                    let id = r.id as usize;
+                    if clients.len() <= id {
+                        clients.resize_with(id + 1, || None);
                     }
+                    clients[id] = Some(r);
+                }
+            }
+            match clients.get_mut(out.client as usize) {
+                Some(slot @ Some(_)) if slot.as_ref().is_some_and(|c| c.acks.is_abandoned()) => {
+                    // The client is gone: forget it.
+                    *slot = None;
+                }
+                Some(Some(c)) => {
+                    let ack = Ack {
+                        correlation: out.correlation,
+                        seq: out.seq,
+                        timestamp_ns: out.timestamp_ns,
+                        events: out.events.clone(),
+                    };
+                    if c.acks.push(ack).is_err() {
+                        shared.counters.acks_dropped.fetch_add(1, Ordering::Relaxed);
+                        if !c.acks_lost.swap(true, Ordering::AcqRel) {
+                            eprintln!(
+                                "bourse-node: client {} does not read its acks; dropping",
+                                c.id
+                            );
+                        }
+                    }
+                }
+                _ if out.client == NO_CLIENT => {}
+                _ => {
+                    shared.counters.acks_dropped.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("bourse-node: ack for unknown client {} dropped", out.client);
                 }
             }
         }
@@ -842,11 +1039,19 @@ fn publisher_loop(
                 if window.len() == shared.events.capacity {
                     window.pop_front();
                 }
-                window.push_back(CommandEvents {
+                let entry = Arc::new(CommandEvents {
                     seq: out.seq,
                     timestamp_ns: out.timestamp_ns,
+                    origin: (out.client != NO_CLIENT)
+                        .then_some(Origin { client: out.client, correlation: out.correlation }),
                     events: out.events.clone(),
                 });
+                for s in &mut subscribers {
+                    if s.feed.push(entry.clone()).is_err() {
+                        s.lagged.store(true, Ordering::Release);
+                    }
+                }
+                window.push_back(entry);
                 let _ = recycle.push(out.events);
             }
             shared.counters.published_seq.store(last, Ordering::Release);
@@ -856,12 +1061,34 @@ fn publisher_loop(
     shared.events.published.notify_all();
 }
 
+/// Make sure the journal is on disk through `seq` before a snapshot at `seq` is: otherwise a
+/// power loss could leave a snapshot ahead of the journal. Under `fsync` it already is (the
+/// engine sees only synced commands); under `write` the current segment may be unsynced, so
+/// it is synced now, off the command path. Under `none` (tests only) records may still be in
+/// the writer's buffer and nothing can be promised.
+fn sync_journal_through(config: &NodeConfig, seq: u64) -> Result<(), String> {
+    if config.durability != crate::journal::Durability::Write {
+        return Ok(());
+    }
+    let segments = crate::journal::list_segments(&config.data_dir).map_err(|e| e.to_string())?;
+    if let Some(last) = segments.iter().rev().find(|s| s.first_seq <= seq) {
+        std::fs::File::open(&last.path)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| format!("cannot sync {}: {e}", last.path.display()))?;
+    }
+    Ok(())
+}
+
 fn snapshot_writer_loop(shared: Arc<Shared>, jobs: Receiver<SnapshotJob>) {
+    let _guard = StopOnPanic { shared: &shared, done: &shared.snapshots_done };
     let dir = shared.config.data_dir.clone();
     while let Ok(job) = jobs.recv() {
         let t = Instant::now();
-        let result = snapfile::write_snapshot(&dir, job.seq, job.hash, &job.snapshot)
-            .map_err(|e| e.to_string())
+        let result = sync_journal_through(&shared.config, job.seq)
+            .and_then(|()| {
+                snapfile::write_snapshot(&dir, job.seq, job.hash, &job.snapshot)
+                    .map_err(|e| e.to_string())
+            })
             .and_then(|_| recovery::compact(&shared.config).map_err(|e| e.to_string()));
         let c = &shared.counters;
         c.last_snapshot_write_ns.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);

@@ -83,20 +83,25 @@ pub fn recover(config: &NodeConfig) -> Result<Recovered, NodeError> {
                 r.seq
             )));
         }
-        events.clear();
-        engine.apply(&r.command, &mut events);
         expected += 1;
         report.last_timestamp_ns = r.timestamp_ns;
-        if keep_events > 0 {
-            if replayed_events.len() == keep_events {
-                replayed_events.pop_front();
-            }
-            replayed_events.push_back(CommandEvents {
-                seq: r.seq,
-                timestamp_ns: r.timestamp_ns,
-                events: events.clone(),
-            });
+        if keep_events == 0 {
+            events.clear();
+            engine.apply(&r.command, &mut events);
+            return Ok(());
         }
+        // Keep the newest `keep_events` commands' events for consumers, reusing the buffer
+        // of the entry that falls out of the window: no allocation once the window is full.
+        let mut entry = if replayed_events.len() == keep_events {
+            replayed_events.pop_front().expect("the window is full")
+        } else {
+            CommandEvents { seq: 0, timestamp_ns: 0, origin: None, events: Vec::new() }
+        };
+        entry.seq = r.seq;
+        entry.timestamp_ns = r.timestamp_ns;
+        entry.events.clear();
+        engine.apply(&r.command, &mut entry.events);
+        replayed_events.push_back(entry);
         Ok(())
     })
     .map_err(|e| match e {
@@ -237,6 +242,7 @@ fn replay_events_once(
         engine.apply(&r.command, &mut events);
         if r.seq >= from_seq {
             out.push(CommandEvents {
+                origin: None,
                 seq: r.seq,
                 timestamp_ns: r.timestamp_ns,
                 events: events.clone(),
@@ -264,6 +270,12 @@ pub fn replay_directory(config: &NodeConfig) -> Result<(Engine, RecoveryReport),
         report.last_timestamp_ns = r.timestamp_ns;
         Ok(())
     })?;
+    if scan.last_seq < snapshot_seq {
+        return Err(NodeError::Recovery(format!(
+            "the snapshot is at seq {snapshot_seq} but the journal ends at {}",
+            scan.last_seq
+        )));
+    }
     report.snapshot_seq = snapshot_seq;
     report.replayed = scan.replayed;
     report.torn_tail = scan.torn_tail.map(|t| t.to_string());

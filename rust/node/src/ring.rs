@@ -240,7 +240,8 @@ fn ring_at<T: Send>(
     });
     let producer =
         Producer { shared: Arc::clone(&shared), tail: start, head_cache: start, doorbell };
-    let consumer = Consumer { shared, head: start, tail_cache: start };
+    let consumer =
+        Consumer { shared, head: start, tail_cache: start, _not_sync: std::marker::PhantomData };
     (producer, consumer)
 }
 
@@ -349,6 +350,9 @@ pub struct Consumer<T> {
     head: usize,
     /// Last `shared.tail` seen; `<=` the real tail, so the values it implies are a lower bound.
     tail_cache: usize,
+    /// Makes the consumer `!Sync` (it stays `Send`): `peek` hands out `&T`, which must not
+    /// reach several threads at once when `T` is not `Sync`.
+    _not_sync: std::marker::PhantomData<std::cell::Cell<()>>,
 }
 
 impl<T> Consumer<T> {

@@ -78,11 +78,12 @@ pub enum WaitStrategy {
 
 impl WaitStrategy {
     /// `SpinThenPark` with the default spin count and park timeout.
-    pub const SPIN_THEN_PARK: Self = Self::SpinThenPark { spins: 1_000, park_timeout_us: 1_000 };
+    pub const SPIN_THEN_PARK: Self = Self::SpinThenPark { spins: 200, park_timeout_us: 1_000 };
 }
 
 impl Default for WaitStrategy {
-    /// `SpinThenPark { spins: 1000, park_timeout_us: 1000 }`: safe on any machine.
+    /// `SpinThenPark { spins: 200, park_timeout_us: 1000 }`: safe on any machine; on a small,
+    /// shared one a long spin only steals the core from the thread that has the work.
     fn default() -> Self {
         Self::SPIN_THEN_PARK
     }

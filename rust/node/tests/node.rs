@@ -248,3 +248,98 @@ fn a_client_that_never_reads_its_acks_stalls_nobody() {
     let all = node.events_from(1, 1000, T).unwrap();
     assert_eq!(all.len(), 250);
 }
+
+#[test]
+fn a_new_client_always_gets_its_first_acknowledgement() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.durability = Durability::None;
+    cfg.wait = WaitStrategy::BusySpin;
+    cfg.snapshot_every_commands = 0;
+    let node = Node::start(cfg).unwrap();
+    for i in 0..200u32 {
+        let mut client = node.client().unwrap();
+        let ack = client.call(Command::ListAsset { asset: AssetId(10 + i), decimals: 2 }, T);
+        assert!(ack.is_ok(), "client {i}: {:?}", ack.err());
+    }
+    assert_eq!(node.stats().acks_dropped, 0);
+}
+
+#[test]
+fn a_panicking_thread_stops_the_node_instead_of_hanging_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(config(dir.path())).unwrap();
+    let result = node.query(|_| -> u64 { panic!("deliberate panic in a query") });
+    assert!(result.is_err());
+    let started = std::time::Instant::now();
+    let stopped = node.stop();
+    assert!(
+        matches!(stopped, Err(bourse_node::NodeError::ThreadPanicked(ref t)) if t.contains("bourse-engine")),
+        "{stopped:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn the_final_snapshot_covers_everything_submitted_before_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.snapshot_every_commands = 0;
+    let node = Node::start(cfg.clone()).unwrap();
+    let mut client = node.client().unwrap();
+    let commands = setup();
+    for (i, c) in commands.iter().enumerate() {
+        client.submit(*c, i as u64).unwrap();
+    }
+    node.stop().unwrap();
+    let node = Node::start(cfg).unwrap();
+    let r = node.recovery();
+    assert_eq!(r.snapshot_seq, commands.len() as u64, "{r:?}");
+    assert_eq!(r.replayed, 0);
+    assert_eq!(r.next_seq, commands.len() as u64 + 1);
+}
+
+#[test]
+fn huge_timeouts_do_not_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(config(dir.path())).unwrap();
+    let mut client = node.client().unwrap();
+    let ack =
+        client.call(Command::ListAsset { asset: AssetId(1), decimals: 2 }, Duration::MAX).unwrap();
+    assert_eq!(ack.seq, 1);
+    let ev = node.events_from(1, 10, Duration::MAX).unwrap();
+    assert_eq!(ev.len(), 1);
+}
+
+#[test]
+fn unusable_configurations_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [
+        NodeConfig { ring_capacity: 0, ..config(dir.path()) },
+        NodeConfig { order_capacity: 1 << 40, ..config(dir.path()) },
+        NodeConfig { levels_per_side: 1 << 62, ..config(dir.path()) },
+        NodeConfig { snapshot_every_secs: u64::MAX, ..config(dir.path()) },
+        NodeConfig { segment_bytes: 10, ..config(dir.path()) },
+    ] {
+        assert!(matches!(Node::start(bad), Err(bourse_node::NodeError::Config(_))));
+    }
+}
+
+#[test]
+fn subscribers_see_every_command_with_its_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(config(dir.path())).unwrap();
+    let mut feed = node.subscribe(1024).unwrap();
+    let mut client = node.client().unwrap();
+    for (i, c) in setup().iter().enumerate() {
+        client.call(*c, T).unwrap();
+        let _ = i;
+    }
+    let mut seen = Vec::new();
+    while let Some(e) = feed.try_next() {
+        assert_eq!(e.origin.map(|o| o.client), Some(client.id()));
+        seen.push(e.seq);
+    }
+    assert_eq!(seen, (1..=setup().len() as u64).collect::<Vec<_>>());
+    assert!(!feed.lagged());
+}

@@ -158,7 +158,9 @@ impl From<bourse_node::NodeError> for Error {
             E::EventsGone(_) | E::Journal(JournalError::Compacted { .. }) => {
                 Error::EventsGone(err.to_string())
             }
-            E::Io(_) | E::Journal(_) | E::Snapshot(_) => Error::Node(err.to_string()),
+            E::Io(_) | E::Journal(_) | E::Snapshot(_) | E::Config(_) | E::ThreadPanicked(_) => {
+                Error::Node(err.to_string())
+            }
         }
     }
 }
@@ -191,9 +193,10 @@ pub struct PyEngine {
 impl PyEngine {
     #[new]
     #[pyo3(signature = (order_capacity = 65536, levels_per_side = 1024))]
-    fn new(order_capacity: usize, levels_per_side: usize) -> Self {
-        let engine = Engine::new(EngineConfig { order_capacity, levels_per_side });
-        PyEngine { engine, events: Vec::new() }
+    fn new(order_capacity: usize, levels_per_side: usize) -> PyResult<Self> {
+        let config = EngineConfig { order_capacity, levels_per_side };
+        config.validate().map_err(pyo3::exceptions::PyValueError::new_err)?;
+        Ok(PyEngine { engine: Engine::new(config), events: Vec::new() })
     }
 
     /// Apply one command dict; returns its events as dicts.

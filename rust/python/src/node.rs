@@ -121,7 +121,7 @@ impl Submitter {
                         busy = true;
                         break;
                     }
-                    Err(SubmitError::Stopped) => return Err(stopped()),
+                    Err(SubmitError::Stopped | SubmitError::Timeout) => return Err(stopped()),
                 }
             }
             let must_wait = busy || next == n || next - acks.len() >= window;

@@ -320,6 +320,7 @@ impl Engine {
                 status: a.status,
                 fee_tier: a.fee_tier,
                 balances: a.balances.clone(),
+                touched_by: vec![0; a.balances.len()],
                 orders_head: NIL,
                 orders_tail: NIL,
             });
