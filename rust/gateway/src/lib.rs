@@ -1,0 +1,14 @@
+//! # bourse-gateway
+//!
+//! The market-maker gateway: a native binary protocol for order entry, drop copy and market
+//! data over TCP.
+//!
+//! * [`protocol`]: the wire format — framing, the SBE-style message header, every message,
+//!   the code tables and their mapping from the engine's reasons. Pure: no I/O, no clock.
+//!
+//! The specification for client authors is `docs/protocol.md` (with the SBE-style XML schema
+//! `docs/protocol.xml`, rendered from the message definitions in [`protocol`]).
+
+#![deny(unsafe_code)]
+
+pub mod protocol;
