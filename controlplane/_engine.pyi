@@ -9,6 +9,7 @@ from controlplane.engine_types import (
     Ack,
     Command,
     Event,
+    EventLogEntry,
     JournalRecord,
     MarketView,
     NodeConfig,
@@ -127,7 +128,7 @@ class Node:
     ) -> list[Ack]:
         """Submit commands in order, up to ``window`` in flight; their acks, in order.
         Every command is checked before any is submitted. ``timeout`` bounds each wait."""
-    def events(self, from_seq: int, max: int = 1000, timeout: float = 0.0) -> list[Ack]:
+    def events(self, from_seq: int, max: int = 1000, timeout: float = 0.0) -> list[EventLogEntry]:
         """Up to ``max`` commands' events from ``from_seq`` on, in order; waits up to
         ``timeout`` seconds for the first. EventsGone if they were compacted away."""
     def stats(self) -> NodeStats:

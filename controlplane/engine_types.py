@@ -484,11 +484,27 @@ class ReplayReport(RecoveryReport):
 
 
 class Ack(TypedDict):
-    """One command's acknowledgement, or its entry in the event log (``Node.events``)."""
+    """One command's acknowledgement (``Node.submit``)."""
 
     seq: int
     timestamp_ns: int
     events: list[Event]
+
+
+class Origin(TypedDict):
+    """Who submitted a command, journaled with it: a stable source id and its reference."""
+
+    source: int
+    reference: int
+
+
+class EventLogEntry(TypedDict):
+    """One command's entry in the event log (``Node.events``)."""
+
+    seq: int
+    timestamp_ns: int
+    events: list[Event]
+    origin: Origin
 
 
 class JournalRecord(TypedDict):
@@ -496,6 +512,7 @@ class JournalRecord(TypedDict):
 
     seq: int
     timestamp_ns: int
+    origin: Origin
     command: Command
 
 

@@ -54,6 +54,9 @@ def test_submit_acknowledges_in_sequence_and_matches_a_plain_engine(tmp_path: Pa
         assert stats["durable_seq"] == stats["applied_seq"] == len(commands)
         events = node.events(1)
         assert [e["seq"] for e in events] == list(range(1, len(commands) + 1))
+        # Every entry says who submitted it (journaled, so it survives restarts).
+        assert all(e["origin"]["source"] == 0 for e in events)
+        assert len({e["origin"]["reference"] for e in events}) == len(commands)
         assert node.events(len(commands) + 1) == []
         assert node.snapshot() == len(commands)
 

@@ -39,6 +39,7 @@ use thiserror::Error;
 
 use crate::affinity::pin_current_thread;
 use crate::config::NodeConfig;
+pub use crate::journal::Origin;
 use crate::journal::{JournalConfig, JournalError, JournalWriter};
 use crate::recovery::{self, RecoveryReport};
 use crate::ring::{ring, Consumer, Doorbell, Producer};
@@ -50,7 +51,10 @@ use crate::wait::Idle;
 pub struct Submission {
     /// The command.
     pub command: Command,
-    /// The client's own reference, echoed in the acknowledgement.
+    /// The submitter, journaled with the command (see [`Origin::source`]).
+    pub source: u64,
+    /// The client's own reference, echoed in the acknowledgement and journaled as
+    /// [`Origin::reference`].
     pub correlation: u64,
 }
 
@@ -74,20 +78,10 @@ pub struct CommandEvents {
     pub seq: u64,
     /// Sequencer timestamp, ns since the Unix epoch.
     pub timestamp_ns: u64,
-    /// Which client of this process submitted the command, if one did (commands recovered
-    /// from the journal have no origin: client ids live only as long as the process).
-    pub origin: Option<Origin>,
+    /// Who submitted the command, as journaled with it.
+    pub origin: Origin,
     /// The events.
     pub events: Vec<Event>,
-}
-
-/// The client and its reference for a command submitted in this process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Origin {
-    /// [`Client::id`].
-    pub client: u32,
-    /// The reference the client gave with the command.
-    pub correlation: u64,
 }
 
 /// A live feed of the event stream: every command's events, in sequence order, from the
@@ -245,7 +239,7 @@ struct Sequenced {
     seq: u64,
     timestamp_ns: u64,
     client: u32,
-    correlation: u64,
+    origin: Origin,
     command: Command,
 }
 
@@ -254,7 +248,7 @@ struct Output {
     seq: u64,
     timestamp_ns: u64,
     client: u32,
-    correlation: u64,
+    origin: Origin,
     events: Vec<Event>,
 }
 
@@ -306,6 +300,7 @@ pub struct Node {
 /// acknowledgement polls rather than parking on a doorbell.
 pub struct Client {
     id: u32,
+    source: u64,
     shared: Arc<Shared>,
     submissions: Producer<Submission>,
     acks: Consumer<Ack>,
@@ -445,8 +440,13 @@ impl Node {
         &self.shared.config
     }
 
-    /// A new client with its own rings.
+    /// A new client with its own rings, journaling its commands under source 0 (unnamed).
     pub fn client(&self) -> Result<Client, NodeError> {
+        self.client_for(0)
+    }
+
+    /// A new client whose commands are journaled under `source` (see [`Origin::source`]).
+    pub fn client_for(&self, source: u64) -> Result<Client, NodeError> {
         if self.shared.stop.load(Ordering::Acquire) {
             return Err(NodeError::Stopped);
         }
@@ -469,7 +469,7 @@ impl Node {
             .map_err(|_| NodeError::Stopped)?;
         self.shared.publisher_doorbell.notify();
         self.shared.sequencer_doorbell.notify();
-        Ok(Client { id, shared: self.shared.clone(), submissions, acks, acks_lost })
+        Ok(Client { id, source, shared: self.shared.clone(), submissions, acks, acks_lost })
     }
 
     /// Subscribe to the event stream from now on, through a ring of `capacity` entries.
@@ -653,17 +653,34 @@ impl Drop for Node {
 }
 
 impl Client {
-    /// This client's id, as found in [`Origin::client`].
+    /// This client's id within the process.
     pub fn id(&self) -> u32 {
         self.id
     }
 
-    /// Hand in a command. Never blocks: a full ring gives it back as [`SubmitError::Busy`].
+    /// The source this client's commands are journaled under (see [`Origin::source`]).
+    pub fn source(&self) -> u64 {
+        self.source
+    }
+
+    /// Hand in a command under this client's source. Never blocks: a full ring gives it
+    /// back as [`SubmitError::Busy`].
     pub fn submit(&mut self, command: Command, correlation: u64) -> Result<(), SubmitError> {
+        self.submit_from(self.source, command, correlation)
+    }
+
+    /// Hand in a command on behalf of `source` (a producer that multiplexes submitters, such
+    /// as a gateway thread serving many sessions, names each one).
+    pub fn submit_from(
+        &mut self,
+        source: u64,
+        command: Command,
+        correlation: u64,
+    ) -> Result<(), SubmitError> {
         if self.shared.stop.load(Ordering::Acquire) {
             return Err(SubmitError::Stopped);
         }
-        match self.submissions.push(Submission { command, correlation }) {
+        match self.submissions.push(Submission { command, source, correlation }) {
             Ok(()) => {
                 self.shared.sequencer_doorbell.notify();
                 Ok(())
@@ -713,7 +730,7 @@ impl Client {
     pub fn call(&mut self, command: Command, timeout: Duration) -> Result<Ack, SubmitError> {
         let correlation = now_ns();
         let deadline = deadline_after(timeout);
-        let mut sub = Submission { command, correlation };
+        let mut sub = Submission { command, source: self.source, correlation };
         loop {
             match self.submit(sub.command, sub.correlation) {
                 Ok(()) => break,
@@ -770,7 +787,8 @@ fn sequencer_loop(
                 let (id, rx) = &mut clients[(start + k) % n];
                 while batch.len() < MAX_BATCH {
                     let Some(sub) = rx.pop() else { break };
-                    if let Err(e) = journal.append(next_seq, now, &sub.command) {
+                    let origin = Origin { source: sub.source, reference: sub.correlation };
+                    if let Err(e) = journal.append_from(next_seq, now, origin, &sub.command) {
                         // Nothing of this batch is durable or acknowledged; stop rather than
                         // run on without a journal.
                         eprintln!("bourse-node: journal append failed, stopping: {e}");
@@ -781,7 +799,7 @@ fn sequencer_loop(
                         seq: next_seq,
                         timestamp_ns: now,
                         client: *id,
-                        correlation: sub.correlation,
+                        origin,
                         command: sub.command,
                     });
                     next_seq += 1;
@@ -887,7 +905,7 @@ fn engine_loop(
                 seq: s.seq,
                 timestamp_ns: s.timestamp_ns,
                 client: s.client,
-                correlation: s.correlation,
+                origin: s.origin,
                 events,
             };
             loop {
@@ -1011,7 +1029,7 @@ fn publisher_loop(
                 }
                 Some(Some(c)) => {
                     let ack = Ack {
-                        correlation: out.correlation,
+                        correlation: out.origin.reference,
                         seq: out.seq,
                         timestamp_ns: out.timestamp_ns,
                         events: out.events.clone(),
@@ -1042,8 +1060,7 @@ fn publisher_loop(
                 let entry = Arc::new(CommandEvents {
                     seq: out.seq,
                     timestamp_ns: out.timestamp_ns,
-                    origin: (out.client != NO_CLIENT)
-                        .then_some(Origin { client: out.client, correlation: out.correlation }),
+                    origin: out.origin,
                     events: out.events.clone(),
                 });
                 for s in &mut subscribers {

@@ -95,9 +95,10 @@ pub fn recover(config: &NodeConfig) -> Result<Recovered, NodeError> {
         let mut entry = if replayed_events.len() == keep_events {
             replayed_events.pop_front().expect("the window is full")
         } else {
-            CommandEvents { seq: 0, timestamp_ns: 0, origin: None, events: Vec::new() }
+            CommandEvents { seq: 0, timestamp_ns: 0, origin: r.origin, events: Vec::new() }
         };
         entry.seq = r.seq;
+        entry.origin = r.origin;
         entry.timestamp_ns = r.timestamp_ns;
         entry.events.clear();
         engine.apply(&r.command, &mut entry.events);
@@ -242,7 +243,7 @@ fn replay_events_once(
         engine.apply(&r.command, &mut events);
         if r.seq >= from_seq {
             out.push(CommandEvents {
-                origin: None,
+                origin: r.origin,
                 seq: r.seq,
                 timestamp_ns: r.timestamp_ns,
                 events: events.clone(),

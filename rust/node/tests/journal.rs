@@ -291,7 +291,7 @@ fn good_crc_but_wrong_content_is_corrupt() {
     };
     let original = std::fs::read(&seg.path).unwrap();
     // An unknown command tag, even in the very last record: not a torn tail.
-    rewrite(49, &|body| body[16] = 0xEE);
+    rewrite(49, &|body| body[32] = 0xEE);
     let (file, off, reason) = corrupt_parts(recover_journal(dir.path(), true).unwrap_err());
     assert_eq!((file, off), (seg.path.clone(), spans[49].0));
     assert!(reason.contains("does not decode"), "{reason}");

@@ -298,7 +298,11 @@ impl PyNode {
             self.with_node(py, |node| Ok(node.events_from(from_seq, max, timeout)?))?;
         let items = entries
             .iter()
-            .map(|c| entry_to_py(py, c.seq, c.timestamp_ns, &c.events))
+            .map(|c| {
+                let d = entry_to_py(py, c.seq, c.timestamp_ns, &c.events)?;
+                d.set_item("origin", pythonize(py, &c.origin)?)?;
+                Ok(d)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(PyList::new(py, items)?)
     }
@@ -460,6 +464,7 @@ fn read_journal(py: Python<'_>, data_dir: PathBuf, from_seq: u64) -> Result<Boun
             let d = PyDict::new(py);
             d.set_item("seq", r.seq)?;
             d.set_item("timestamp_ns", r.timestamp_ns)?;
+            d.set_item("origin", pythonize(py, &r.origin)?)?;
             d.set_item("command", pythonize(py, &r.command)?)?;
             Ok(d)
         })

@@ -44,7 +44,9 @@
 //! | 4 | 4 | CRC-32C (Castagnoli) of the body |
 //! | 8 | 8 | body: `seq`, `u64` |
 //! | 16 | 8 | body: `timestamp_ns`, `u64` (stamped by the sequencer) |
-//! | 24 | `body_len - 16` | body: the command, [`Command::encode`] |
+//! | 24 | 8 | body: `origin.source`, `u64`: who submitted it (e.g. an API key id; 0: unnamed) |
+//! | 32 | 8 | body: `origin.reference`, `u64`: the submitter's own reference (e.g. a client ref) |
+//! | 40 | `body_len - 32` | body: the command, [`Command::encode`] |
 //!
 //! # Invariants
 //!
@@ -130,13 +132,13 @@ pub use writer::{CommitStats, JournalConfig, JournalWriter};
 /// Magic bytes at the start of every segment.
 pub const SEGMENT_MAGIC: [u8; 4] = *b"BRSJ";
 /// Segment format version written and read by this code.
-pub const JOURNAL_VERSION: u32 = 1;
+pub const JOURNAL_VERSION: u32 = 2;
 /// Bytes in a segment header.
 pub const SEGMENT_HEADER_LEN: usize = 20;
 /// Bytes before a record's body (`body_len` and CRC).
 pub const RECORD_HEADER_LEN: usize = 8;
 /// Smallest valid body: sequence number, timestamp and a one-byte command tag.
-pub const MIN_BODY_LEN: usize = 17;
+pub const MIN_BODY_LEN: usize = 33;
 /// Largest valid body. Commands are far smaller; a larger length is damage.
 pub const MAX_BODY_LEN: usize = 4096;
 /// With [`Durability::None`], committed records are written once this many bytes are buffered.
@@ -194,6 +196,17 @@ impl FromStr for Durability {
     }
 }
 
+/// Who submitted a command, journaled with it so that replies can be matched to requests
+/// even after a restart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    /// The submitter: a stable id its producer chooses (an API key id, a control-plane
+    /// service id); 0 when unnamed.
+    pub source: u64,
+    /// The submitter's own reference for the command (a client reference, a request id).
+    pub reference: u64,
+}
+
 /// One journaled command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -201,6 +214,8 @@ pub struct Record {
     pub seq: u64,
     /// The sequencer's timestamp, nanoseconds since the Unix epoch.
     pub timestamp_ns: u64,
+    /// Who submitted it.
+    pub origin: Origin,
     /// The command.
     pub command: Command,
 }
@@ -344,8 +359,9 @@ pub(crate) fn decode_segment_header(h: &[u8]) -> Result<u64, String> {
 pub(crate) fn decode_body(body: &[u8]) -> Result<Record, DecodeError> {
     let seq = u64_at(body, 0);
     let timestamp_ns = u64_at(body, 8);
-    let command = Command::decode(&body[16..])?;
-    Ok(Record { seq, timestamp_ns, command })
+    let origin = Origin { source: u64_at(body, 16), reference: u64_at(body, 24) };
+    let command = Command::decode(&body[32..])?;
+    Ok(Record { seq, timestamp_ns, origin, command })
 }
 
 #[inline]

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::segment::{list_segments, remove_segments_before, segment_path};
 use super::{
-    encode_segment_header, sync_dir, Durability, JournalError, NONE_FLUSH_BYTES, RECORD_HEADER_LEN,
-    SEGMENT_HEADER_LEN,
+    encode_segment_header, sync_dir, Durability, JournalError, Origin, NONE_FLUSH_BYTES,
+    RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 
 /// Where and how to write the journal.
@@ -158,6 +158,18 @@ impl JournalWriter {
         timestamp_ns: u64,
         command: &Command,
     ) -> Result<(), JournalError> {
+        self.append_from(seq, timestamp_ns, Origin::default(), command)
+    }
+
+    /// [`Self::append`] with the submitter's [`Origin`].
+    #[inline]
+    pub fn append_from(
+        &mut self,
+        seq: u64,
+        timestamp_ns: u64,
+        origin: Origin,
+        command: &Command,
+    ) -> Result<(), JournalError> {
         if self.poisoned {
             return Err(JournalError::Poisoned);
         }
@@ -168,6 +180,8 @@ impl JournalWriter {
         self.batch.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
         self.batch.extend_from_slice(&seq.to_le_bytes());
         self.batch.extend_from_slice(&timestamp_ns.to_le_bytes());
+        self.batch.extend_from_slice(&origin.source.to_le_bytes());
+        self.batch.extend_from_slice(&origin.reference.to_le_bytes());
         command.encode(&mut self.batch);
         let body = &self.batch[start + RECORD_HEADER_LEN..];
         let len = body.len() as u32;
