@@ -198,3 +198,15 @@ def test_wait_strategies_and_path_like_data_dirs(tmp_path: Path) -> None:
             assert node.submit(SETUP[0])["seq"] == 1
         assert read_journal(tmp_path / str(i))[0]["command"] == SETUP[0]
     assert read_journal(tmp_path / "missing") == []
+
+
+def test_stop_does_not_wait_for_a_reader_blocked_in_events(tmp_path: Path) -> None:
+    node = Node(small_config(tmp_path))
+    waiting = threading.Thread(target=lambda: node.events(10**6, timeout=8.0))
+    waiting.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    node.stop()
+    assert time.monotonic() - started < 3.0
+    waiting.join(timeout=5.0)
+    assert not waiting.is_alive()

@@ -101,6 +101,12 @@ impl NodeConfig {
         if !(512..=1 << 40).contains(&self.segment_bytes) {
             return Err(format!("segment_bytes must be 512 B..=1 TiB, not {}", self.segment_bytes));
         }
+        if self.snapshot_every_commands != 0 && self.snapshot_every_commands < 10 {
+            return Err(format!(
+                "snapshot_every_commands must be 0 (off) or at least 10, not {}",
+                self.snapshot_every_commands
+            ));
+        }
         if self.snapshot_every_secs > u64::MAX / 1_000_000_000 {
             return Err(format!("snapshot_every_secs {} is too large", self.snapshot_every_secs));
         }

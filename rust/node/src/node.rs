@@ -85,7 +85,8 @@ pub struct CommandEvents {
 }
 
 /// A live feed of the event stream: every command's events, in sequence order, from the
-/// moment of subscribing. Made by [`Node::subscribe`]. A subscriber that falls behind by more
+/// moment the publisher takes the subscription on (shortly after [`Node::subscribe`]; the
+/// first entry's `seq` says where it starts, and [`Node::events_from`] fills anything before). Made by [`Node::subscribe`]. A subscriber that falls behind by more
 /// than its ring loses entries and is told ([`Subscription::lagged`]); it catches up with
 /// [`Node::events_from`].
 pub struct Subscription {
@@ -104,9 +105,10 @@ impl Subscription {
         self.lagged.load(Ordering::Acquire)
     }
 
-    /// Acknowledge a lag (after catching up from the event log).
-    pub fn clear_lag(&self) {
-        self.lagged.store(false, Ordering::Release);
+    /// Whether entries were dropped since the last call, clearing the flag in the same step
+    /// (so a drop that happens while catching up is not forgotten).
+    pub fn take_lag(&self) -> bool {
+        self.lagged.swap(false, Ordering::AcqRel)
     }
 }
 
@@ -145,6 +147,10 @@ pub enum NodeError {
     /// The configuration is not usable.
     #[error("invalid node configuration: {0}")]
     Config(String),
+    /// The node stopped by itself (e.g. the journal failed); commands after the last
+    /// acknowledged one may or may not be durable.
+    #[error("node failed: {0}")]
+    Failed(String),
     /// A pipeline thread panicked; the node stopped.
     #[error("node thread {0} panicked")]
     ThreadPanicked(String),
@@ -262,6 +268,8 @@ struct SnapshotJob {
 
 /// Client id of commands with no client (none today; reserved for internal producers).
 const NO_CLIENT: u32 = u32::MAX;
+/// Publisher rounds between sweeps for dropped clients and subscribers.
+const CLIENT_SWEEP_ROUNDS: u64 = 1024;
 /// Outputs the publisher handles per lock of the event log.
 const PUBLISH_BURST: usize = 256;
 /// Commands per journal batch at most.
@@ -276,6 +284,8 @@ struct Shared {
     snapshots_done: AtomicBool,
     /// Set by [`Node::stop`]: the engine takes a final snapshot as it exits and reports here.
     final_snapshot: Mutex<Option<Sender<Result<u64, String>>>>,
+    /// Why the node stopped by itself (a journal failure), for [`Node::stop`] to report.
+    failure: Mutex<Option<String>>,
     counters: Counters,
     events: EventLog,
     sequencer_doorbell: Doorbell,
@@ -291,6 +301,8 @@ pub struct Node {
     register_publisher: Mutex<Sender<PublisherRegistration>>,
     register_subscriber: Mutex<Sender<SubscriberRegistration>>,
     control: Mutex<Sender<Control>>,
+    /// Where the final snapshot's outcome arrives, once [`Node::begin_stop`] asked for it.
+    final_reply: Mutex<Option<Receiver<Result<u64, String>>>>,
     next_client: AtomicU64,
     threads: Vec<JoinHandle<()>>,
 }
@@ -338,6 +350,7 @@ impl Node {
             publisher_done: AtomicBool::new(false),
             snapshots_done: AtomicBool::new(false),
             final_snapshot: Mutex::new(None),
+            failure: Mutex::new(None),
             counters: Counters::default(),
             events: EventLog {
                 window: Mutex::new(VecDeque::with_capacity(config.event_window.min(1 << 20))),
@@ -381,18 +394,31 @@ impl Node {
         let (register_publisher, publisher_registrations) = mpsc::channel();
         let (register_subscriber, subscriber_registrations) = mpsc::channel();
         let (control, control_rx) = mpsc::channel::<Control>();
-        let (snapshot_tx, snapshot_rx) = mpsc::channel::<SnapshotJob>();
+        // Bounded: a periodic snapshot that finds the writer still busy with two is skipped
+        // rather than queued (see `engine_loop`).
+        let (snapshot_tx, snapshot_rx) = mpsc::sync_channel::<SnapshotJob>(2);
         engine.check_invariants().map_err(NodeError::Recovery)?;
 
         let mut threads = Vec::new();
+        // If a thread cannot be started, stop the ones that were before reporting it.
+        let abort = |threads: &mut Vec<JoinHandle<()>>, e: std::io::Error| {
+            shared.stop.store(true, Ordering::Release);
+            shared.wake_all();
+            for t in threads.drain(..) {
+                let _ = t.join();
+            }
+            NodeError::Io(e)
+        };
         let s = shared.clone();
         let last_ts = report.last_timestamp_ns;
-        threads.push(spawn("bourse-sequencer", move || {
+        let spawned = spawn("bourse-sequencer", move || {
             sequencer_loop(s, journal, to_engine, sequencer_registrations, last_ts)
-        })?);
+        });
+        let spawned = spawned.map_err(|e| abort(&mut threads, e))?;
+        threads.push(spawned);
         let s = shared.clone();
         let last_snapshot_seq = report.snapshot_seq;
-        threads.push(spawn("bourse-engine", move || {
+        let spawned = spawn("bourse-engine", move || {
             engine_loop(
                 s,
                 engine,
@@ -404,9 +430,11 @@ impl Node {
                 last_snapshot_seq,
                 last_ts,
             )
-        })?);
+        });
+        let spawned = spawned.map_err(|e| abort(&mut threads, e))?;
+        threads.push(spawned);
         let s = shared.clone();
-        threads.push(spawn("bourse-publisher", move || {
+        let spawned = spawn("bourse-publisher", move || {
             publisher_loop(
                 s,
                 publisher_in,
@@ -414,9 +442,13 @@ impl Node {
                 publisher_registrations,
                 subscriber_registrations,
             )
-        })?);
+        });
+        let spawned = spawned.map_err(|e| abort(&mut threads, e))?;
+        threads.push(spawned);
         let s = shared.clone();
-        threads.push(spawn("bourse-snapshots", move || snapshot_writer_loop(s, snapshot_rx))?);
+        let spawned = spawn("bourse-snapshots", move || snapshot_writer_loop(s, snapshot_rx));
+        let spawned = spawned.map_err(|e| abort(&mut threads, e))?;
+        threads.push(spawned);
 
         Ok(Node {
             shared,
@@ -425,6 +457,7 @@ impl Node {
             register_publisher: Mutex::new(register_publisher),
             register_subscriber: Mutex::new(register_subscriber),
             control: Mutex::new(control),
+            final_reply: Mutex::new(None),
             next_client: AtomicU64::new(0),
             threads,
         })
@@ -584,16 +617,31 @@ impl Node {
     /// and then takes the final snapshot, the publisher publishes everything; then the
     /// threads are joined.
     pub fn stop(mut self) -> Result<NodeStats, NodeError> {
-        let (tx, rx) = mpsc::channel();
-        *self.shared.final_snapshot.lock().expect("final snapshot lock") = Some(tx);
+        self.begin_stop();
         self.halt()?;
-        match rx.try_recv() {
-            Ok(Ok(_)) => Ok(self.stats()),
-            Ok(Err(e)) => Err(NodeError::Snapshot(e)),
-            Err(_) => {
-                Err(NodeError::Snapshot("the engine stopped before the final snapshot".into()))
-            }
+        if let Some(why) = self.shared.failure.lock().expect("failure lock").take() {
+            return Err(NodeError::Failed(why));
         }
+        let rx = self.final_reply.lock().expect("final snapshot lock").take();
+        match rx.map(|rx| rx.try_recv()) {
+            Some(Ok(Ok(_))) => Ok(self.stats()),
+            Some(Ok(Err(e))) => Err(NodeError::Snapshot(e)),
+            _ => Err(NodeError::Snapshot("the engine stopped before the final snapshot".into())),
+        }
+    }
+
+    /// Start stopping without waiting: no new submissions are taken, waiting readers and
+    /// clients return, and the engine will take the final snapshot once it has applied what
+    /// was already submitted. [`Node::stop`] (or dropping the node) finishes the job.
+    pub fn begin_stop(&self) {
+        let mut reply = self.final_reply.lock().expect("final snapshot lock");
+        if reply.is_none() && !self.shared.stop.load(Ordering::Acquire) {
+            let (tx, rx) = mpsc::channel();
+            *self.shared.final_snapshot.lock().expect("final snapshot lock") = Some(tx);
+            *reply = Some(rx);
+        }
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.wake_all();
     }
 
     fn halt(&mut self) -> Result<(), NodeError> {
@@ -615,6 +663,14 @@ impl Node {
 }
 
 impl Shared {
+    /// Record why the node stops by itself, and stop it.
+    fn fail(&self, why: String) {
+        eprintln!("bourse-node: {why}; stopping");
+        self.failure.lock().expect("failure lock").get_or_insert(why);
+        self.stop.store(true, Ordering::Release);
+        self.wake_all();
+    }
+
     fn wake_all(&self) {
         for d in [&self.sequencer_doorbell, &self.engine_doorbell, &self.publisher_doorbell] {
             d.notify();
@@ -791,8 +847,7 @@ fn sequencer_loop(
                     if let Err(e) = journal.append_from(next_seq, now, origin, &sub.command) {
                         // Nothing of this batch is durable or acknowledged; stop rather than
                         // run on without a journal.
-                        eprintln!("bourse-node: journal append failed, stopping: {e}");
-                        shared.stop.store(true, Ordering::Release);
+                        shared.fail(format!("journal append failed: {e}"));
                         break 'run;
                     }
                     batch.push(Sequenced {
@@ -824,10 +879,17 @@ fn sequencer_loop(
                 c.commit_records.fetch_add(stats.records, Ordering::Relaxed);
                 c.last_commit_ns.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 c.durable_seq.store(stats.durable_seq, Ordering::Release);
+                if let Some(e) = stats.roll_error {
+                    // This batch is durable and goes on to be applied and acknowledged; the
+                    // next one could not be written, so the node stops after it.
+                    shared.fail(format!("journal segment roll failed: {e}"));
+                }
             }
             Err(e) => {
-                eprintln!("bourse-node: journal commit failed, stopping: {e}");
-                shared.stop.store(true, Ordering::Release);
+                // Nothing of this batch was acknowledged. (It may still be on disk, in which
+                // case the next recovery applies it: clients see `Stopped`, which means the
+                // outcome is unknown.)
+                shared.fail(format!("journal commit failed: {e}"));
                 break;
             }
         }
@@ -867,7 +929,7 @@ fn engine_loop(
     mut output: Producer<Output>,
     mut recycled: Consumer<Vec<Event>>,
     control: Receiver<Control>,
-    snapshots: Sender<SnapshotJob>,
+    snapshots: mpsc::SyncSender<SnapshotJob>,
     mut last_snapshot_seq: u64,
     mut last_snapshot_ts: u64,
 ) {
@@ -879,18 +941,25 @@ fn engine_loop(
     let mut idle = Idle::new(config.wait, &shared.engine_doorbell);
     let mut applied = shared.counters.applied_seq.load(Ordering::Relaxed);
     let mut last_ts = last_snapshot_ts;
-    let take_snapshot =
-        |engine: &Engine, applied: u64, reply: Option<Sender<Result<u64, String>>>| {
-            let t = Instant::now();
-            let snapshot = engine.snapshot();
-            let hash = engine.state_hash();
-            shared
-                .counters
-                .last_snapshot_pause_ns
-                .store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            let _ = snapshots.send(SnapshotJob { seq: applied, hash, snapshot, reply });
-        };
-    loop {
+    let take_snapshot = |engine: &Engine,
+                         applied: u64,
+                         reply: Option<Sender<Result<u64, String>>>| {
+        let t = Instant::now();
+        let snapshot = engine.snapshot();
+        let hash = engine.state_hash();
+        shared
+            .counters
+            .last_snapshot_pause_ns
+            .store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let job = SnapshotJob { seq: applied, hash, snapshot, reply };
+        if job.reply.is_some() {
+            // Asked for (on demand, or the final one): wait for room.
+            let _ = snapshots.send(job);
+        } else if let Err(mpsc::TrySendError::Full(job)) = snapshots.try_send(job) {
+            eprintln!("bourse-node: snapshot writer busy; skipping the snapshot at {}", job.seq);
+        }
+    };
+    'run: loop {
         let mut worked = false;
         for _ in 0..ENGINE_BURST {
             let Some(s) = input.pop() else { break };
@@ -908,13 +977,21 @@ fn engine_loop(
                 origin: s.origin,
                 events,
             };
+            let mut wait = Idle::new(config.wait, &shared.engine_doorbell);
             loop {
                 match output.push(out) {
                     Ok(()) => break,
                     Err(full) => {
+                        if shared.publisher_done.load(Ordering::Acquire) {
+                            // The publisher is gone (it panicked): nothing more can be
+                            // published, so stop. Applied commands are durable; the next
+                            // recovery applies them again.
+                            shared.stop.store(true, Ordering::Release);
+                            break 'run;
+                        }
                         out = full.0;
                         shared.publisher_doorbell.notify();
-                        std::hint::spin_loop();
+                        wait.wait();
                     }
                 }
             }
@@ -982,20 +1059,34 @@ fn publisher_loop(
         eprintln!("bourse-node: publisher not pinned: {e}");
     }
     let mut clients: Vec<Option<PublisherRegistration>> = Vec::new();
-    let mut idle = Idle::new(shared.config.wait, &shared.publisher_doorbell);
-    let mut burst: Vec<Output> = Vec::with_capacity(PUBLISH_BURST);
-    let mut subscribers: Vec<SubscriberRegistration> = Vec::new();
-    loop {
-        while let Ok(s) = subscriber_registrations.try_recv() {
-            subscribers.push(s);
-        }
-        subscribers.retain(|s| !s.feed.is_abandoned());
+    let register = |clients: &mut Vec<Option<PublisherRegistration>>| {
         while let Ok(r) = registrations.try_recv() {
             let id = r.id as usize;
             if clients.len() <= id {
                 clients.resize_with(id + 1, || None);
             }
             clients[id] = Some(r);
+        }
+    };
+    let mut idle = Idle::new(shared.config.wait, &shared.publisher_doorbell);
+    let mut burst: Vec<Output> = Vec::with_capacity(PUBLISH_BURST);
+    let mut entries: Vec<Arc<CommandEvents>> = Vec::with_capacity(PUBLISH_BURST);
+    let mut subscribers: Vec<SubscriberRegistration> = Vec::new();
+    let mut rounds = 0u64;
+    loop {
+        while let Ok(s) = subscriber_registrations.try_recv() {
+            subscribers.push(s);
+        }
+        register(&mut clients);
+        rounds += 1;
+        if rounds % CLIENT_SWEEP_ROUNDS == 0 {
+            // Forget clients that were dropped, and subscribers that went away.
+            for slot in clients.iter_mut() {
+                if slot.as_ref().is_some_and(|c| c.acks.is_abandoned()) {
+                    *slot = None;
+                }
+            }
+            subscribers.retain(|s| !s.feed.is_abandoned());
         }
         while burst.len() < PUBLISH_BURST {
             let Some(out) = input.pop() else { break };
@@ -1009,24 +1100,41 @@ fn publisher_loop(
             continue;
         };
         idle.reset();
-        // Acknowledgements first: they are what clients wait on.
-        for out in &burst {
+        // The event log and the subscribers first, so that a client holding an
+        // acknowledgement always finds its command's events there.
+        {
+            let mut window = shared.events.window.lock().expect("event log lock");
+            for out in &burst {
+                if window.len() == shared.events.capacity {
+                    window.pop_front();
+                }
+                let entry = Arc::new(CommandEvents {
+                    seq: out.seq,
+                    timestamp_ns: out.timestamp_ns,
+                    origin: out.origin,
+                    events: out.events.clone(),
+                });
+                window.push_back(entry.clone());
+                entries.push(entry);
+            }
+            shared.counters.published_seq.store(last, Ordering::Release);
+        }
+        shared.events.published.notify_all();
+        for s in &mut subscribers {
+            for entry in &entries {
+                if s.feed.push(entry.clone()).is_err() {
+                    s.lagged.store(true, Ordering::Release);
+                }
+            }
+        }
+        entries.clear();
+        for out in burst.drain(..) {
             if clients.get(out.client as usize).is_none_or(Option::is_none) {
                 // A client registers here before the sequencer can see its ring, so one we
                 // do not know yet is in the channel: look again.
-                while let Ok(r) = registrations.try_recv() {
-                    let id = r.id as usize;
-                    if clients.len() <= id {
-                        clients.resize_with(id + 1, || None);
-                    }
-                    clients[id] = Some(r);
-                }
+                register(&mut clients);
             }
             match clients.get_mut(out.client as usize) {
-                Some(slot @ Some(_)) if slot.as_ref().is_some_and(|c| c.acks.is_abandoned()) => {
-                    // The client is gone: forget it.
-                    *slot = None;
-                }
                 Some(Some(c)) => {
                     let ack = Ack {
                         correlation: out.origin.reference,
@@ -1034,7 +1142,7 @@ fn publisher_loop(
                         timestamp_ns: out.timestamp_ns,
                         events: out.events.clone(),
                     };
-                    if c.acks.push(ack).is_err() {
+                    if c.acks.push(ack).is_err() && !c.acks.is_abandoned() {
                         shared.counters.acks_dropped.fetch_add(1, Ordering::Relaxed);
                         if !c.acks_lost.swap(true, Ordering::AcqRel) {
                             eprintln!(
@@ -1046,34 +1154,11 @@ fn publisher_loop(
                 }
                 _ if out.client == NO_CLIENT => {}
                 _ => {
-                    shared.counters.acks_dropped.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("bourse-node: ack for unknown client {} dropped", out.client);
+                    // Its client was dropped before the acknowledgement came back.
                 }
             }
+            let _ = recycle.push(out.events);
         }
-        {
-            let mut window = shared.events.window.lock().expect("event log lock");
-            for out in burst.drain(..) {
-                if window.len() == shared.events.capacity {
-                    window.pop_front();
-                }
-                let entry = Arc::new(CommandEvents {
-                    seq: out.seq,
-                    timestamp_ns: out.timestamp_ns,
-                    origin: out.origin,
-                    events: out.events.clone(),
-                });
-                for s in &mut subscribers {
-                    if s.feed.push(entry.clone()).is_err() {
-                        s.lagged.store(true, Ordering::Release);
-                    }
-                }
-                window.push_back(entry);
-                let _ = recycle.push(out.events);
-            }
-            shared.counters.published_seq.store(last, Ordering::Release);
-        }
-        shared.events.published.notify_all();
     }
     shared.events.published.notify_all();
 }
@@ -1106,7 +1191,12 @@ fn snapshot_writer_loop(shared: Arc<Shared>, jobs: Receiver<SnapshotJob>) {
                 snapfile::write_snapshot(&dir, job.seq, job.hash, &job.snapshot)
                     .map_err(|e| e.to_string())
             })
-            .and_then(|_| recovery::compact(&shared.config).map_err(|e| e.to_string()));
+            .map(|_| {
+                // The snapshot is durable; failing to tidy up old files is only logged.
+                if let Err(e) = recovery::compact(&shared.config) {
+                    eprintln!("bourse-node: compaction after snapshot {} failed: {e}", job.seq);
+                }
+            });
         let c = &shared.counters;
         c.last_snapshot_write_ns.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if result.is_ok() {

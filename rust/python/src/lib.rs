@@ -158,9 +158,12 @@ impl From<bourse_node::NodeError> for Error {
             E::EventsGone(_) | E::Journal(JournalError::Compacted { .. }) => {
                 Error::EventsGone(err.to_string())
             }
-            E::Io(_) | E::Journal(_) | E::Snapshot(_) | E::Config(_) | E::ThreadPanicked(_) => {
-                Error::Node(err.to_string())
-            }
+            E::Io(_)
+            | E::Journal(_)
+            | E::Snapshot(_)
+            | E::Config(_)
+            | E::ThreadPanicked(_)
+            | E::Failed(_) => Error::Node(err.to_string()),
         }
     }
 }

@@ -237,7 +237,9 @@ impl PyNode {
         let recovery = node.recovery().clone();
         Ok(PyNode {
             node: RwLock::new(Some(node)),
-            submitter: Mutex::new(Some(Submitter { client, next_correlation: 0 })),
+            // References start at the recovered next sequence number: every command takes a
+            // sequence number, so they never repeat across restarts.
+            submitter: Mutex::new(Some(Submitter { client, next_correlation: recovery.next_seq })),
             recovery,
             ring_capacity,
             final_stats: Mutex::new(None),
@@ -359,6 +361,12 @@ impl PyNode {
             let mut last = lock(&self.final_stats);
             if let Some(stats) = &*last {
                 return Ok(stats.clone());
+            }
+            // Ask the node to stop first: a reader waiting in `events` (holding the read lock)
+            // and a submission in progress return promptly instead of running to their
+            // timeouts.
+            if let Some(node) = self.node.read().unwrap_or_else(PoisonError::into_inner).as_ref() {
+                node.begin_stop();
             }
             // Waits for a submission in progress on another thread to finish.
             lock(&self.submitter).take();

@@ -137,7 +137,7 @@ pub const JOURNAL_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_LEN: usize = 20;
 /// Bytes before a record's body (`body_len` and CRC).
 pub const RECORD_HEADER_LEN: usize = 8;
-/// Smallest valid body: sequence number, timestamp and a one-byte command tag.
+/// Smallest valid body: sequence number, timestamp, origin and a one-byte command tag.
 pub const MIN_BODY_LEN: usize = 33;
 /// Largest valid body. Commands are far smaller; a larger length is damage.
 pub const MAX_BODY_LEN: usize = 4096;

@@ -47,7 +47,7 @@ impl JournalConfig {
 }
 
 /// What one [`JournalWriter::commit`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitStats {
     /// Records in the batch.
     pub records: u64,
@@ -61,6 +61,9 @@ pub struct CommitStats {
     pub durable_seq: u64,
     /// Whether the commit finished the segment and started a new one.
     pub rolled: bool,
+    /// The batch is durable, but starting the next segment failed: the writer is poisoned
+    /// and the node must stop after acknowledging this batch.
+    pub roll_error: Option<String>,
 }
 
 /// Appends records to the journal and group-commits them.
@@ -234,8 +237,13 @@ impl JournalWriter {
         self.durable_seq = self.next_seq - 1;
         stats.durable_seq = self.durable_seq;
         if self.segment_len >= self.segment_bytes {
-            self.roll()?;
-            stats.rolled = true;
+            match self.roll() {
+                Ok(()) => stats.rolled = true,
+                Err(e) => {
+                    self.poisoned = true;
+                    stats.roll_error = Some(e.to_string());
+                }
+            }
         }
         Ok(stats)
     }
