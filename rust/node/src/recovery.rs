@@ -192,12 +192,17 @@ pub fn replay_events(
     max: usize,
     upto: u64,
 ) -> Result<Vec<CommandEvents>, NodeError> {
-    // Compaction may delete a segment between listing the directory and opening it; that
-    // shows as an I/O error, and a second look sees the directory as it now is.
+    // Compaction may delete a segment or a snapshot between listing the directory and opening
+    // it; that shows as an I/O error, or as the records after an older snapshot being gone. A
+    // second look sees the directory as it now is, with the newer snapshot.
     let mut attempt = 0;
     loop {
         match replay_events_once(config, from_seq, max, upto) {
-            Err(NodeError::Journal(JournalError::Io { .. })) if attempt < 2 => attempt += 1,
+            Err(NodeError::Journal(JournalError::Io { .. }) | NodeError::EventsGone(_))
+                if attempt < 2 =>
+            {
+                attempt += 1
+            }
             other => return other,
         }
     }
