@@ -5,6 +5,8 @@
 //!
 //! * [`protocol`]: the wire format — framing, the SBE-style message header, every message,
 //!   the code tables and their mapping from the engine's reasons. Pure: no I/O, no clock.
+//! * [`session`]: the sans-I/O session state machine of one connection — login (HMAC),
+//!   heartbeats, logout and cancel-on-disconnect, idempotency, throttle, request → command.
 //!
 //! The specification for client authors is `docs/protocol.md` (with the SBE-style XML schema
 //! `docs/protocol.xml`, rendered from the message definitions in [`protocol`]).
@@ -12,3 +14,4 @@
 #![deny(unsafe_code)]
 
 pub mod protocol;
+pub mod session;

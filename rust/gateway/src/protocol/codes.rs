@@ -323,6 +323,8 @@ codes! {
         NotPermitted = 103,
         /// The node could not take the request now (its queue is full); retry later.
         ServerBusy = 104,
+        /// The request uses a feature this server does not support (a mass cancel by side); the book was not touched.
+        Unsupported = 105,
     }
 }
 
@@ -477,7 +479,8 @@ impl RejectCode {
             | RejectCode::Throttled
             | RejectCode::NotLoggedIn
             | RejectCode::NotPermitted
-            | RejectCode::ServerBusy => return None,
+            | RejectCode::ServerBusy
+            | RejectCode::Unsupported => return None,
         })
     }
 }
