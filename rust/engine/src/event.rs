@@ -85,6 +85,38 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every reason, in code order (codes 1, 2, 3, …).
+    pub const ALL: [RejectReason; 28] = [
+        RejectReason::UnknownAsset,
+        RejectReason::AssetExists,
+        RejectReason::UnknownMarket,
+        RejectReason::MarketExists,
+        RejectReason::InvalidMarketSpec,
+        RejectReason::UnknownAccount,
+        RejectReason::AccountExists,
+        RejectReason::AccountFrozen,
+        RejectReason::ReservedAccount,
+        RejectReason::MarketHalted,
+        RejectReason::MarketDelisted,
+        RejectReason::ZeroQuantity,
+        RejectReason::ZeroPrice,
+        RejectReason::PriceOffTick,
+        RejectReason::QuantityOffLot,
+        RejectReason::BelowMinNotional,
+        RejectReason::Overflow,
+        RejectReason::InsufficientBalance,
+        RejectReason::PostOnlyWouldTake,
+        RejectReason::DuplicateClientOrderId,
+        RejectReason::OrderNotFound,
+        RejectReason::InvalidOrder,
+        RejectReason::PriceAboveReserve,
+        RejectReason::AmendNoChange,
+        RejectReason::UnknownFeeTier,
+        RejectReason::InvalidFee,
+        RejectReason::InvalidStatusTransition,
+        RejectReason::InvalidDecimals,
+    ];
+
     /// The stable numeric code.
     pub fn code(self) -> u16 {
         self as u16

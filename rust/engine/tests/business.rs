@@ -1706,37 +1706,6 @@ fn fee_tiers_and_accounts() {
 
 // ----- every reject, and the state hash -----------------------------------------------------------
 
-const ALL_REASONS: [RejectReason; 28] = [
-    RejectReason::UnknownAsset,
-    RejectReason::AssetExists,
-    RejectReason::UnknownMarket,
-    RejectReason::MarketExists,
-    RejectReason::InvalidMarketSpec,
-    RejectReason::UnknownAccount,
-    RejectReason::AccountExists,
-    RejectReason::AccountFrozen,
-    RejectReason::ReservedAccount,
-    RejectReason::MarketHalted,
-    RejectReason::MarketDelisted,
-    RejectReason::ZeroQuantity,
-    RejectReason::ZeroPrice,
-    RejectReason::PriceOffTick,
-    RejectReason::QuantityOffLot,
-    RejectReason::BelowMinNotional,
-    RejectReason::Overflow,
-    RejectReason::InsufficientBalance,
-    RejectReason::PostOnlyWouldTake,
-    RejectReason::DuplicateClientOrderId,
-    RejectReason::OrderNotFound,
-    RejectReason::InvalidOrder,
-    RejectReason::PriceAboveReserve,
-    RejectReason::AmendNoChange,
-    RejectReason::UnknownFeeTier,
-    RejectReason::InvalidFee,
-    RejectReason::InvalidStatusTransition,
-    RejectReason::InvalidDecimals,
-];
-
 /// Produce `reason` from a busy exchange (the DSL checks the state hash did not move).
 /// The match is exhaustive: a new reason does not compile until it has a scenario here.
 fn provoke(reason: RejectReason) -> Exchange {
@@ -1814,11 +1783,11 @@ fn provoke(reason: RejectReason) -> Exchange {
 
 #[test]
 fn every_reject_reason_is_produced_and_changes_nothing() {
-    let mut codes: Vec<u16> = ALL_REASONS.iter().map(|r| r.code()).collect();
+    let mut codes: Vec<u16> = RejectReason::ALL.iter().map(|r| r.code()).collect();
     codes.sort_unstable();
     codes.dedup();
-    assert_eq!(codes, (1..=28).collect::<Vec<u16>>(), "ALL_REASONS lists every code once");
-    for reason in ALL_REASONS {
+    assert_eq!(codes, (1..=28).collect::<Vec<u16>>(), "RejectReason::ALL lists every code once");
+    for reason in RejectReason::ALL {
         let x = provoke(reason);
         assert!(x.rejects.contains(&reason));
         // The rejected command also names what it was about.

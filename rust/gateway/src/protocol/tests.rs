@@ -450,49 +450,18 @@ fn encode_needs_room() {
 
 // ---- Code tables -------------------------------------------------------------------------
 
-const ENGINE_REJECTS: [RejectReason; 28] = [
-    RejectReason::UnknownAsset,
-    RejectReason::AssetExists,
-    RejectReason::UnknownMarket,
-    RejectReason::MarketExists,
-    RejectReason::InvalidMarketSpec,
-    RejectReason::UnknownAccount,
-    RejectReason::AccountExists,
-    RejectReason::AccountFrozen,
-    RejectReason::ReservedAccount,
-    RejectReason::MarketHalted,
-    RejectReason::MarketDelisted,
-    RejectReason::ZeroQuantity,
-    RejectReason::ZeroPrice,
-    RejectReason::PriceOffTick,
-    RejectReason::QuantityOffLot,
-    RejectReason::BelowMinNotional,
-    RejectReason::Overflow,
-    RejectReason::InsufficientBalance,
-    RejectReason::PostOnlyWouldTake,
-    RejectReason::DuplicateClientOrderId,
-    RejectReason::OrderNotFound,
-    RejectReason::InvalidOrder,
-    RejectReason::PriceAboveReserve,
-    RejectReason::AmendNoChange,
-    RejectReason::UnknownFeeTier,
-    RejectReason::InvalidFee,
-    RejectReason::InvalidStatusTransition,
-    RejectReason::InvalidDecimals,
-];
-
 #[test]
 fn reject_codes_cover_the_engine_and_keep_its_numbers() {
     let mut seen = std::collections::HashSet::new();
-    for r in ENGINE_REJECTS {
+    for r in RejectReason::ALL {
         assert!(seen.insert(r.code()));
         let w = RejectCode::from(r);
         assert_eq!(w.code(), r.code() as u64, "{r:?} keeps the engine's code");
         assert_eq!(w.engine_reason(), Some(r));
     }
     // Every engine code 1..=max is in the list (the engine's codes are dense).
-    assert_eq!(seen.len(), ENGINE_REJECTS.len());
-    assert_eq!(seen.iter().max().copied(), Some(ENGINE_REJECTS.len() as u16));
+    assert_eq!(seen.len(), RejectReason::ALL.len());
+    assert_eq!(seen.iter().max().copied(), Some(RejectReason::ALL.len() as u16));
     // Every wire code is either an engine reason or a gateway one (≥ 100).
     for &w in RejectCode::ALL {
         match w.engine_reason() {
