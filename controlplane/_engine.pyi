@@ -10,6 +10,9 @@ from controlplane.engine_types import (
     Command,
     Event,
     EventLogEntry,
+    GatewayAddress,
+    GatewayConfig,
+    GatewayStats,
     JournalRecord,
     MarketView,
     NodeConfig,
@@ -141,6 +144,19 @@ class Node:
         """Up to ``levels`` levels as ``(price, quantity, orders)``, best first."""
     def snapshot(self) -> int:
         """Take a snapshot now; its sequence number once written. NodeError if it fails."""
+    def start_gateway(self, config: GatewayConfig | None = None) -> GatewayAddress:
+        """Start the binary gateway in front of this node; where it listens. NodeError if
+        one already runs or the config is invalid."""
+    def add_api_key(
+        self, key_id: int, secret: bytes, account: int, kinds: list[str] | None = None
+    ) -> None:
+        """Add or replace a gateway API key (kinds: order_entry, drop_copy, market_data)."""
+    def revoke_api_key(self, key_id: int) -> bool:
+        """Revoke a gateway API key and end its sessions; whether it existed."""
+    def gateway_stats(self) -> GatewayStats:
+        """The gateway's counters."""
+    def stop_gateway(self) -> GatewayStats:
+        """End every gateway session (cancel-on-disconnect fires) and stop the gateway."""
     def stop(self) -> NodeStats:
         """Drain, take a final snapshot, join the threads; the final counters. Idempotent;
         every other method raises NodeStopped afterwards."""

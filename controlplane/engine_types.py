@@ -62,7 +62,7 @@ RejectReason: TypeAlias = Literal[
     "unknown_fee_tier",
     "invalid_fee",
     "invalid_status_transition",
-    "not_amendable",
+    "invalid_decimals",
 ]
 DoneReason: TypeAlias = Literal[
     "filled",
@@ -180,9 +180,12 @@ class CancelOrderCommand(TypedDict):
 
 
 class CancelAllCommand(TypedDict):
+    """Cancel the account's open orders: all, or only one market's and/or one side's."""
+
     type: Literal["cancel_all"]
     account: int
     market: NotRequired[int | None]
+    side: NotRequired[Side | None]
 
 
 class AmendOrderCommand(TypedDict):
@@ -291,6 +294,8 @@ class BalanceEvent(TypedDict):
 
 
 class AcceptedEvent(TypedDict):
+    """``post_only``, ``stp`` and ``reserve_price`` (0 = none) are as the command asked."""
+
     type: Literal["accepted"]
     order_id: int
     account: int
@@ -299,12 +304,18 @@ class AcceptedEvent(TypedDict):
     side: Side
     order_type: OrderType
     time_in_force: TimeInForce
+    post_only: bool
+    stp: StpMode
     price: int
     quantity: int
     quote_quantity: int
+    reserve_price: int
 
 
 class TradeEvent(TypedDict):
+    """``*_leaves_quantity``: base atoms the order still has open after this fill (0 = done;
+    always 0 for a taker that is a market buy by quote amount, whose end is its OrderDone)."""
+
     type: Literal["trade"]
     market: int
     trade_id: int
@@ -316,8 +327,12 @@ class TradeEvent(TypedDict):
     taker_order_id: int
     maker_account: int
     taker_account: int
+    maker_client_order_id: int
+    taker_client_order_id: int
     maker_fee: int
     taker_fee: int
+    maker_leaves_quantity: int
+    taker_leaves_quantity: int
 
 
 class AmendedEvent(TypedDict):
@@ -325,6 +340,7 @@ class AmendedEvent(TypedDict):
     order_id: int
     account: int
     market: int
+    client_order_id: int
     price: int
     leaves_quantity: int
     kept_priority: bool
@@ -345,6 +361,7 @@ class MassCancelledEvent(TypedDict):
     type: Literal["mass_cancelled"]
     account: int
     market: int | None
+    side: Side | None
     count: int
 
 
@@ -503,8 +520,9 @@ class EventLogEntry(TypedDict):
 
     seq: int
     timestamp_ns: int
-    events: list[Event]
     origin: Origin
+    command: Command
+    events: list[Event]
 
 
 class JournalRecord(TypedDict):
@@ -531,3 +549,50 @@ class NodeStats(TypedDict):
     last_snapshot_write_ns: int
     acks_dropped: int
     busy_rejections: int
+
+
+class GatewayConfig(TypedDict, total=False):
+    """The binary gateway's settings (``Node.start_gateway``); every key is optional."""
+
+    listen: str
+    max_sessions: int
+    outbound_buffer_bytes: int
+    md_retention: int
+    max_subscriptions: int
+    heartbeat_min_ms: int
+    heartbeat_max_ms: int
+    max_clock_skew_ms: int
+    login_timeout_ms: int
+    throttle_per_sec: int
+    throttle_burst: int
+    flood_per_sec: int
+    flood_burst: int
+    spin_us: int
+    idle_poll_us: int
+    core: int | None
+    event_ring: int
+
+
+class GatewayAddress(TypedDict):
+    """Where the gateway listens (``Node.start_gateway``)."""
+
+    host: str
+    port: int
+
+
+class GatewayStats(TypedDict):
+    """The gateway's counters (``Node.gateway_stats``, ``Node.stop_gateway``)."""
+
+    accepted: int
+    active: int
+    logins: int
+    login_failures: int
+    messages_in: int
+    messages_out: int
+    submitted: int
+    busy_rejects: int
+    protocol_errors: int
+    slow_consumers: int
+    replays: int
+    routed_seq: int
+    cancel_on_disconnect: int

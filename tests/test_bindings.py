@@ -114,6 +114,8 @@ def test_limit_order_rests(exchange: Engine) -> None:
     assert accepted["price"] == PRICE
     assert accepted["quantity"] == QTY
     assert accepted["client_order_id"] == 7
+    # What the command asked for (defaults here): no post-only, no STP, no reserve price.
+    assert (accepted["post_only"], accepted["stp"], accepted["reserve_price"]) == (False, "none", 0)
     assert {"type": "balance", "account": BOB, "asset": BTC, "free": COIN - QTY, "held": QTY} in (
         events
     )
@@ -137,9 +139,11 @@ def test_limit_order_rests(exchange: Engine) -> None:
 
 
 def test_crossing_order_trades_at_the_resting_price(exchange: Engine) -> None:
-    [maker] = of_type(exchange.apply(limit(BOB, "sell", PRICE, QTY)), "accepted")
+    [maker] = of_type(
+        exchange.apply(limit(BOB, "sell", PRICE, QTY, client_order_id=11)), "accepted"
+    )
     take = 400_000
-    events = exchange.apply(limit(ALICE, "buy", PRICE + 100_000, take))
+    events = exchange.apply(limit(ALICE, "buy", PRICE + 100_000, take, client_order_id=22))
     [taker] = of_type(events, "accepted")
 
     [trade] = of_type(events, "trade")
@@ -153,6 +157,9 @@ def test_crossing_order_trades_at_the_resting_price(exchange: Engine) -> None:
     )
     assert (trade["maker_account"], trade["taker_account"]) == (BOB, ALICE)
     assert (trade["maker_fee"], trade["taker_fee"]) == (0, 0)  # fee tier 0
+    # Enough for both sides' execution reports: client ids, and what each still has open.
+    assert (trade["maker_client_order_id"], trade["taker_client_order_id"]) == (11, 22)
+    assert (trade["maker_leaves_quantity"], trade["taker_leaves_quantity"]) == (QTY - take, 0)
 
     [done] = of_type(events, "order_done")
     assert done["order_id"] == taker["order_id"]
@@ -167,6 +174,63 @@ def test_crossing_order_trades_at_the_resting_price(exchange: Engine) -> None:
     assert exchange.depth(MARKET, "sell", 10) == [(PRICE, QTY - take, 1)]
     assert exchange.depth(MARKET, "buy", 10) == []
     assert exchange.order(taker["order_id"]) is None
+    exchange.check_invariants()
+
+
+def test_accepted_repeats_post_only_stp_and_reserve_price(exchange: Engine) -> None:
+    order = limit(ALICE, "buy", PRICE, QTY)
+    order["post_only"] = True
+    order["stp"] = "expire_both"
+    order["reserve_price"] = PRICE + 1000
+    [accepted] = of_type(exchange.apply(order), "accepted")
+    assert (accepted["post_only"], accepted["stp"], accepted["reserve_price"]) == (
+        True,
+        "expire_both",
+        PRICE + 1000,
+    )
+
+
+def test_amended_names_the_client_order_id(exchange: Engine) -> None:
+    [accepted] = of_type(
+        exchange.apply(limit(BOB, "sell", PRICE, QTY, client_order_id=5)), "accepted"
+    )
+    events = exchange.apply(
+        {"type": "amend_order", "account": BOB, "order": {"client": 5}, "new_quantity": QTY // 2}
+    )
+    [amended] = of_type(events, "amended")
+    assert (amended["order_id"], amended["client_order_id"]) == (accepted["order_id"], 5)
+    assert (amended["leaves_quantity"], amended["kept_priority"]) == (QTY // 2, True)
+
+
+def test_cancel_all_by_side_leaves_the_other_side(exchange: Engine) -> None:
+    apply_all(
+        exchange,
+        [
+            limit(BOB, "sell", PRICE, QTY),
+            limit(ALICE, "buy", PRICE - 1000, QTY),
+            limit(ALICE, "buy", PRICE - 2000, QTY),
+        ],
+    )
+    [sell] = exchange.open_orders(BOB)
+    events = exchange.apply({"type": "cancel_all", "account": ALICE, "side": "buy"})
+    [report] = of_type(events, "mass_cancelled")
+    assert report == {
+        "type": "mass_cancelled",
+        "account": ALICE,
+        "market": None,
+        "side": "buy",
+        "count": 2,
+    }
+    assert exchange.open_orders(ALICE) == []
+    assert exchange.open_orders(BOB) == [sell]
+    # Bob's only order is a sell: cancelling his buys in the market cancels nothing.
+    events = exchange.apply({"type": "cancel_all", "account": BOB, "market": MARKET, "side": "buy"})
+    [report] = of_type(events, "mass_cancelled")
+    assert (report["market"], report["side"], report["count"]) == (MARKET, "buy", 0)
+    assert exchange.open_orders(BOB) == [sell]
+    # Without a side, both sides.
+    [report] = of_type(exchange.apply({"type": "cancel_all", "account": BOB}), "mass_cancelled")
+    assert (report["market"], report["side"], report["count"]) == (None, None, 1)
     exchange.check_invariants()
 
 
@@ -279,6 +343,16 @@ def test_bad_enum_byte_names_the_field(exchange: Engine) -> None:
         exchange.apply_bytes(bytes(data))
 
 
+def test_cancel_all_filter_byte(exchange: Engine) -> None:
+    # tag, account, then the filter byte: bit 0 = a market follows, bits 1-2 = the side.
+    data = encode_command({"type": "cancel_all", "account": ALICE, "side": "sell"})
+    assert data == bytes([12]) + ALICE.to_bytes(8, "little") + bytes([0b100])
+    # Side 3 and higher bits are not commands.
+    for bad in (0b110, 0b1000):
+        with pytest.raises(CommandError, match="cancel_filter"):
+            exchange.apply_bytes(data[:-1] + bytes([bad]))
+
+
 _FUZZ_ENGINE = new_exchange()
 
 
@@ -307,6 +381,10 @@ def test_encoded_commands_apply_like_dicts() -> None:
         limit(ALICE, "buy", PRICE, QTY // 2),
         {"type": "cancel_order", "account": BOB, "order": {"client": 1}},
         {"type": "cancel_all", "account": ALICE, "market": MARKET},
+        limit(BOB, "sell", PRICE, QTY),
+        limit(ALICE, "buy", PRICE // 2, QTY),
+        {"type": "cancel_all", "account": ALICE, "side": "buy"},
+        {"type": "cancel_all", "account": BOB, "market": MARKET, "side": "sell"},
         {"type": "withdraw", "account": ALICE, "asset": BTC, "amount": 1000},
     ]
     by_dict, by_bytes = Engine(), Engine()

@@ -111,7 +111,7 @@ impl Fixture {
     }
 
     fn cancel_trader_orders(&mut self) {
-        self.run(Command::CancelAll { account: TRADER, market: None });
+        self.run(Command::CancelAll { account: TRADER, market: None, side: None });
     }
 }
 

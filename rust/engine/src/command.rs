@@ -8,7 +8,14 @@
 //! Commands have a compact binary form ([`Command::encode`] / [`Command::decode`]) used by
 //! the journal and the gateways: a one-byte tag, then fixed-width little-endian fields.
 //! Decoding never panics: any byte string either decodes to exactly one command or gives a
-//! [`DecodeError`] saying what is wrong and where.
+//! [`DecodeError`] saying what is wrong and where. The form is canonical: every command has
+//! exactly one encoding, and every byte string that decodes re-encodes to itself.
+//!
+//! `CancelAll` is the tag, the `u64` account, one filter byte, then the `u32` market if the
+//! filter says there is one. The filter byte: bit 0 set = a market follows; bits 1–2 = the
+//! side (0 = both, 1 = buy, 2 = sell). Side 3, or any of bits 3–7 set, is refused with
+//! [`DecodeError::InvalidEnum`] (field `cancel_filter`). Journals written before the side
+//! filter existed hold 0 or 1 there (the old has-market flag), which decode as before.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -164,13 +171,17 @@ pub enum Command {
         /// The order.
         order: OrderRef,
     },
-    /// Cancel every open order of an account, or only those in one market.
+    /// Cancel every open order of an account, or only those in one market and/or on one
+    /// side.
     CancelAll {
         /// The owner.
         account: AccountId,
         /// Only this market, if given.
         #[serde(default)]
         market: Option<MarketId>,
+        /// Only this side, if given.
+        #[serde(default)]
+        side: Option<Side>,
     },
     /// Change an open limit order's price and/or remaining quantity. Reducing the quantity
     /// alone keeps its place in the queue; a new price or a larger quantity sends it to the
@@ -385,6 +396,17 @@ fn stp_from(b: u8) -> Option<StpMode> {
     .get(b as usize)
     .copied()
 }
+/// A cancel-all's filter byte: bit 0 = a market follows, bits 1–2 = the side (0 = both,
+/// 1 = buy, 2 = sell). Side 3 and any higher bit are invalid.
+fn cancel_filter_from(b: u8) -> Option<(bool, Option<Side>)> {
+    let side = match (b >> 1) & 0b11 {
+        0 => None,
+        1 => Some(Side::Buy),
+        2 => Some(Side::Sell),
+        _ => return None,
+    };
+    (b >> 3 == 0).then_some((b & 1 == 1, side))
+}
 fn market_status_from(b: u8) -> Option<MarketStatus> {
     [MarketStatus::Trading, MarketStatus::Halted, MarketStatus::Delisted].get(b as usize).copied()
 }
@@ -478,15 +500,17 @@ impl Command {
                 w.u64(account.0);
                 w.order_ref(order);
             }
-            Command::CancelAll { account, market } => {
+            Command::CancelAll { account, market, side } => {
                 w.u8(tag::CANCEL_ALL);
                 w.u64(account.0);
-                match market {
-                    None => w.u8(0),
-                    Some(m) => {
-                        w.u8(1);
-                        w.u32(m.0)
-                    }
+                let side_bits = match side {
+                    None => 0,
+                    Some(Side::Buy) => 1,
+                    Some(Side::Sell) => 2,
+                };
+                w.u8(u8::from(market.is_some()) | side_bits << 1);
+                if let Some(m) = market {
+                    w.u32(m.0);
                 }
             }
             Command::AmendOrder { account, order, new_price, new_quantity } => {
@@ -566,8 +590,9 @@ impl Command {
             }
             tag::CANCEL_ALL => {
                 let account = AccountId(r.u64()?);
-                let market = if r.bool("has_market")? { Some(MarketId(r.u32()?)) } else { None };
-                Command::CancelAll { account, market }
+                let (has_market, side) = r.enum_byte("cancel_filter", cancel_filter_from)?;
+                let market = if has_market { Some(MarketId(r.u32()?)) } else { None };
+                Command::CancelAll { account, market, side }
             }
             tag::AMEND_ORDER => Command::AmendOrder {
                 account: AccountId(r.u64()?),

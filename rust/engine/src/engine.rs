@@ -365,7 +365,9 @@ impl Engine {
             }
             Command::PlaceOrder(ref order) => self.place(order, out),
             Command::CancelOrder { account, order } => self.cancel(account, order, out),
-            Command::CancelAll { account, market } => self.cancel_all(account, market, out),
+            Command::CancelAll { account, market, side } => {
+                self.cancel_all(account, market, side, out)
+            }
             Command::AmendOrder { account, order, new_price, new_quantity } => {
                 self.amend(account, order, new_price, new_quantity, out)
             }
@@ -849,9 +851,12 @@ impl Engine {
             side: o.side,
             order_type: o.order_type,
             time_in_force: if is_market { TimeInForce::Ioc } else { o.time_in_force },
+            post_only: o.post_only,
+            stp: o.stp,
             price: o.price,
             quantity: o.quantity,
             quote_quantity: o.quote_quantity,
+            reserve_price: o.reserve_price,
         });
         if !fok_ok {
             out.push(Event::OrderDone {
@@ -1084,6 +1089,8 @@ impl Engine {
         let trade_id = self.next_trade_id;
         self.next_trade_id += 1;
         let tick = self.markets[mi as usize].tick_size;
+        // A market buy by quote amount has no base quantity to count down: it reports 0.
+        let taker_leaves = if t.leaves == UNBOUNDED { 0 } else { (t.leaves - qty) * lot };
         out.push(Event::Trade {
             market: market_id,
             trade_id,
@@ -1095,8 +1102,12 @@ impl Engine {
             taker_order_id: t.id,
             maker_account: self.accounts[mk.account as usize].id,
             taker_account: self.accounts[t.account as usize].id,
+            maker_client_order_id: mk.client_id,
+            taker_client_order_id: t.client_id,
             maker_fee,
             taker_fee,
+            maker_leaves_quantity: (mk.leaves - qty) * lot,
+            taker_leaves_quantity: taker_leaves,
         });
         let to = &mut self.orders[taker];
         to.filled += qty;
@@ -1317,6 +1328,7 @@ impl Engine {
         &mut self,
         account: AccountId,
         market: Option<MarketId>,
+        side: Option<Side>,
         out: &mut Vec<Event>,
     ) -> Outcome {
         let ai = self.trader_idx(account)?;
@@ -1324,14 +1336,15 @@ impl Engine {
         let mut count = 0u32;
         let mut s = self.accounts[ai as usize].orders_head;
         while s != NIL {
-            let next = self.orders[s].acct_next;
-            if only.is_none_or(|mi| self.orders[s].market == mi) {
+            let o = &self.orders[s];
+            let next = o.acct_next;
+            if only.is_none_or(|mi| o.market == mi) && side.is_none_or(|sd| o.side == sd) {
                 self.cancel_resting(s, DoneReason::Cancelled, out);
                 count += 1;
             }
             s = next;
         }
-        out.push(Event::MassCancelled { account, market, count });
+        out.push(Event::MassCancelled { account, market, side, count });
         Ok(())
     }
 
@@ -1413,6 +1426,7 @@ impl Engine {
                 order_id: o.id,
                 account,
                 market: market_id,
+                client_order_id: o.client_id,
                 price: ticks * tick,
                 leaves_quantity: lots * lot,
                 kept_priority: true,
@@ -1435,6 +1449,7 @@ impl Engine {
             order_id: o.id,
             account,
             market: market_id,
+            client_order_id: o.client_id,
             price: ticks * tick,
             leaves_quantity: lots * lot,
             kept_priority: false,

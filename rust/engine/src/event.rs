@@ -13,6 +13,11 @@
 //! and order count of its price level after the change, so the same stream drives both an
 //! order-by-order feed and a price-level feed. Every book change takes the next number of
 //! its market's `book_seq`, starting at 1, with no gaps.
+//!
+//! Order events are self-sufficient for per-account execution reports: `Accepted`, `Trade`,
+//! `Amended` and `OrderDone` name the account and client order id of every order they are
+//! about, and `Trade` gives what each side still has open, so a consumer replaying the
+//! event stream needs no other state.
 
 use serde::{Deserialize, Serialize};
 
@@ -280,12 +285,19 @@ pub enum Event {
         order_type: OrderType,
         /// Time in force.
         time_in_force: TimeInForce,
+        /// Post-only, as asked.
+        post_only: bool,
+        /// Self-trade prevention mode, as asked.
+        stp: StpMode,
         /// Limit (or protection) price; 0 for none.
         price: u64,
         /// Base quantity (0 for a market buy by quote amount).
         quantity: u64,
         /// Quote amount for a market buy by quote amount.
         quote_quantity: u64,
+        /// Reserve price of a limit buy, as asked; 0 for none (the hold is then computed at
+        /// the limit price).
+        reserve_price: u64,
     },
     /// Two orders traded.
     Trade {
@@ -309,10 +321,21 @@ pub enum Event {
         maker_account: AccountId,
         /// Incoming order's owner.
         taker_account: AccountId,
+        /// Resting order's client id (0 if none).
+        maker_client_order_id: ClientOrderId,
+        /// Incoming order's client id (0 if none).
+        taker_client_order_id: ClientOrderId,
         /// Maker's fee in quote atoms.
         maker_fee: u64,
         /// Taker's fee in quote atoms.
         taker_fee: u64,
+        /// Base quantity the resting order still has open after this fill (0: it is done,
+        /// and its `OrderDone` follows).
+        maker_leaves_quantity: u64,
+        /// Base quantity the incoming order still has open after this fill (0: it is done,
+        /// and its `OrderDone` follows). A market buy by quote amount has no base quantity
+        /// and always reports 0, done or not: such an order's end is always its `OrderDone`.
+        taker_leaves_quantity: u64,
     },
     /// An open order changed price or quantity by amend.
     Amended {
@@ -322,6 +345,8 @@ pub enum Event {
         account: AccountId,
         /// Market.
         market: MarketId,
+        /// Client id.
+        client_order_id: ClientOrderId,
         /// New price.
         price: u64,
         /// New remaining quantity.
@@ -354,6 +379,8 @@ pub enum Event {
         account: AccountId,
         /// Market, if the cancel was limited to one.
         market: Option<MarketId>,
+        /// Side, if the cancel was limited to one.
+        side: Option<Side>,
         /// How many orders were cancelled.
         count: u32,
     },

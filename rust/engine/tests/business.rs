@@ -12,7 +12,12 @@
 //! * an order reported done is no longer open;
 //! * an order's quantity (leaves + filled + what self-trade prevention decremented) changes
 //!   only by amend, and its `OrderDone` accounts for all of it: filled + cancelled = quantity
-//!   (a market buy by quote amount has no quantity and cancels nothing).
+//!   (a market buy by quote amount has no quantity and cancels nothing);
+//! * order events are self-sufficient: a `Trade` or `Amended` names the client order ids the
+//!   orders were placed with, a `Trade`'s maker leaves are what the book then shows for the
+//!   maker, a `Trade` that leaves a taker (with a base quantity) nothing is followed by its
+//!   `OrderDone` as filled, and an `Accepted` order that rests shows the post-only flag,
+//!   self-trade prevention mode and reserve price its event reported.
 //!
 //! The market: BTC (8 decimals) against USDT (6 decimals), prices in cents, a tick of one
 //! dollar and a lot of 0.0001 BTC. One lot at `$p` is worth `p * 100` USDT atoms, e.g. one lot
@@ -81,6 +86,16 @@ struct Fill {
     qty: u64,
 }
 
+/// One trade as each side's execution report sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Exec {
+    qty: u64,
+    maker_cid: ClientOrderId,
+    maker_leaves: u64,
+    taker_cid: ClientOrderId,
+    taker_leaves: u64,
+}
+
 impl Reply {
     fn reject_reason(&self) -> Option<RejectReason> {
         match self.0.first() {
@@ -126,6 +141,44 @@ impl Reply {
         })
     }
 
+    /// Every trade, with the client ids and leaves of both sides.
+    fn execs(&self) -> Vec<Exec> {
+        self.0
+            .iter()
+            .filter_map(|e| match *e {
+                Event::Trade {
+                    quantity,
+                    maker_client_order_id,
+                    maker_leaves_quantity,
+                    taker_client_order_id,
+                    taker_leaves_quantity,
+                    ..
+                } => Some(Exec {
+                    qty: quantity,
+                    maker_cid: maker_client_order_id,
+                    maker_leaves: maker_leaves_quantity,
+                    taker_cid: taker_client_order_id,
+                    taker_leaves: taker_leaves_quantity,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// (post only, stp, reserve price) of the `Accepted` event.
+    #[track_caller]
+    fn accepted(&self) -> (bool, StpMode, u64) {
+        self.0
+            .iter()
+            .find_map(|e| match *e {
+                Event::Accepted { post_only, stp, reserve_price, .. } => {
+                    Some((post_only, stp, reserve_price))
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no order accepted: {:#?}", self.0))
+    }
+
     /// (reason, filled, cancelled) of the order's `OrderDone`, if this command finished it.
     fn done_of(&self, id: OrderId) -> Option<(DoneReason, u64, u64)> {
         self.0.iter().find_map(|e| match *e {
@@ -153,6 +206,18 @@ impl Reply {
         })
     }
 
+    /// The client order id of an `Amended` event.
+    #[track_caller]
+    fn amended_cid(&self) -> ClientOrderId {
+        self.0
+            .iter()
+            .find_map(|e| match *e {
+                Event::Amended { client_order_id, .. } => Some(client_order_id),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no amend: {:#?}", self.0))
+    }
+
     /// (price, leaves, kept priority) of an `Amended` event.
     #[track_caller]
     fn amended(&self) -> (u64, u64, bool) {
@@ -169,10 +234,16 @@ impl Reply {
 
     #[track_caller]
     fn mass_cancelled(&self) -> u32 {
+        self.mass_cancel_report().2
+    }
+
+    /// (market, side, count) of the `MassCancelled` event.
+    #[track_caller]
+    fn mass_cancel_report(&self) -> (Option<MarketId>, Option<Side>, u32) {
         self.0
             .iter()
             .find_map(|e| match *e {
-                Event::MassCancelled { count, .. } => Some(count),
+                Event::MassCancelled { market, side, count, .. } => Some((market, side, count)),
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no mass cancel: {:#?}", self.0))
@@ -275,7 +346,77 @@ impl Exchange {
         }
         self.check_events(&events);
         self.check_quantities(&open_before, &events);
+        self.check_reports(&cmd, &open_before, &events);
         Reply(events)
+    }
+
+    /// Order events are self-sufficient: see the module docs.
+    #[track_caller]
+    fn check_reports(&self, cmd: &Command, before: &HashMap<OrderId, OrderView>, events: &[Event]) {
+        let mut cid: HashMap<OrderId, ClientOrderId> =
+            before.iter().map(|(id, o)| (*id, o.client_order_id)).collect();
+        let mut asked = HashMap::new();
+        let by_quote = matches!(cmd, Command::PlaceOrder(o) if o.quote_quantity != 0);
+        for (i, e) in events.iter().enumerate() {
+            match *e {
+                Event::Accepted {
+                    order_id,
+                    client_order_id,
+                    post_only,
+                    stp,
+                    reserve_price,
+                    ..
+                } => {
+                    let Command::PlaceOrder(o) = cmd else { panic!("accepted by {cmd:?}") };
+                    assert_eq!(
+                        (client_order_id, post_only, stp, reserve_price),
+                        (o.client_order_id, o.post_only, o.stp, o.reserve_price),
+                        "Accepted repeats what was asked: {events:#?}"
+                    );
+                    cid.insert(order_id, client_order_id);
+                    asked.insert(order_id, (post_only, stp, reserve_price));
+                }
+                Event::Amended { order_id, client_order_id, .. } => {
+                    assert_eq!(client_order_id, cid[&order_id], "{events:#?}");
+                }
+                Event::Trade {
+                    maker_order_id,
+                    taker_order_id,
+                    maker_client_order_id,
+                    taker_client_order_id,
+                    maker_leaves_quantity,
+                    taker_leaves_quantity,
+                    ..
+                } => {
+                    assert_eq!(maker_client_order_id, cid[&maker_order_id], "{events:#?}");
+                    assert_eq!(taker_client_order_id, cid[&taker_order_id], "{events:#?}");
+                    let book = events[i..].iter().find_map(|e| match *e {
+                        Event::Book {
+                            order_id, action: BookAction::Fill, order_quantity, ..
+                        } if order_id == maker_order_id => Some(order_quantity),
+                        _ => None,
+                    });
+                    assert_eq!(book, Some(maker_leaves_quantity), "maker leaves: {events:#?}");
+                    if taker_leaves_quantity == 0 && !by_quote {
+                        let done = events[i..].iter().find_map(|e| match *e {
+                            Event::OrderDone { order_id, reason, .. }
+                                if order_id == taker_order_id =>
+                            {
+                                Some(reason)
+                            }
+                            _ => None,
+                        });
+                        assert_eq!(done, Some(DoneReason::Filled), "taker leaves 0: {events:#?}");
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (id, (post_only, stp, reserve_price)) in asked {
+            if let Some(o) = self.engine.order(id) {
+                assert_eq!((o.post_only, o.stp, o.reserve_price), (post_only, stp, reserve_price));
+            }
+        }
     }
 
     /// Every open order, by id.
@@ -512,7 +653,13 @@ impl Exchange {
 
     #[track_caller]
     fn cancel_all(&mut self, account: AccountId, market: Option<MarketId>) -> Reply {
-        self.apply(Command::CancelAll { account, market })
+        self.apply(Command::CancelAll { account, market, side: None })
+    }
+
+    /// Cancel-all limited to one side (and maybe one market).
+    #[track_caller]
+    fn cancel_side(&mut self, account: AccountId, market: Option<MarketId>, side: Side) -> Reply {
+        self.apply(Command::CancelAll { account, market, side: Some(side) })
     }
 
     /// Amend: a new price and/or remaining quantity, 0 to keep.
@@ -1472,6 +1619,223 @@ fn cancel_all_for_an_account_or_one_market() {
     x.cancel_all(BOB, Some(MarketId(99))).rejected(RejectReason::UnknownMarket);
     x.cancel_all(FEES, None).rejected(RejectReason::ReservedAccount);
     x.cancel_all(AccountId(99), None).rejected(RejectReason::UnknownAccount);
+}
+
+#[test]
+fn cancel_all_of_one_side_leaves_the_other_side_untouched() {
+    let mut x = funded();
+    x.deposit(BOB, ETH, 1_000_000_000_000_000_000).ok();
+    let s1 = x.sell(BOB, usd(30_000), lots(1)).gtc().id();
+    let b1 = x.buy(BOB, usd(29_000), lots(1)).gtc().id();
+    let s2 = x.sell(BOB, usd(30_100), lots(2)).gtc().id();
+    let b2 = x.buy(BOB, usd(29_100), lots(2)).gtc().id();
+    // 10 lots of 0.0001 ETH at $2,000.00 each way: 2 USDT.
+    let eth_buy = x.buy(BOB, 200_000, 10 * ETH_LOT).in_market(ETH_USDT).gtc().id();
+    let eth_sell = x.sell(BOB, 300_000, 10 * ETH_LOT).in_market(ETH_USDT).gtc().id();
+    let carol = x.buy(CAROL, usd(29_000), lots(1)).gtc().id();
+    let asks = x.asks();
+
+    // Buys only, every market: the sells (and Carol's buy) stay where they were.
+    let r = x.cancel_side(BOB, None, Side::Buy);
+    assert_eq!(r.mass_cancel_report(), (None, Some(Side::Buy), 3));
+    for id in [b1, b2, eth_buy] {
+        assert_eq!(r.done_of(id).unwrap().0, DoneReason::Cancelled);
+    }
+    for id in [s1, s2, eth_sell] {
+        assert_eq!(r.done_of(id), None);
+        assert!(x.engine.order(id).is_some());
+    }
+    assert_eq!(x.asks(), asks, "the asks, and their priority, are untouched");
+    assert_eq!(x.queue(Side::Buy), vec![carol]);
+    assert_eq!(x.balance(BOB, USDT), (usdt(100_000), 0), "every buy hold is back");
+    assert_eq!(x.balance(BOB, BTC), (btc(1) - lots(3), lots(3)), "the sells still hold");
+    // Nothing left on that side: a second time cancels nothing, and says so.
+    assert_eq!(
+        x.cancel_side(BOB, None, Side::Buy).mass_cancel_report(),
+        (None, Some(Side::Buy), 0)
+    );
+
+    // Sells of one market only: the ETH sell stays.
+    let r = x.cancel_side(BOB, Some(BTC_USDT), Side::Sell);
+    assert_eq!(r.mass_cancel_report(), (Some(BTC_USDT), Some(Side::Sell), 2));
+    assert!(x.asks().is_empty());
+    assert_eq!(
+        x.engine.open_orders(BOB).iter().map(|o| o.order_id).collect::<Vec<_>>(),
+        [eth_sell]
+    );
+    assert_eq!(x.balance(BOB, BTC), (btc(1), 0));
+    // The other side of that market, where Bob has nothing: 0; then the ETH sell by market
+    // and side.
+    assert_eq!(x.cancel_side(BOB, Some(ETH_USDT), Side::Buy).mass_cancelled(), 0);
+    let r = x.cancel_side(BOB, Some(ETH_USDT), Side::Sell);
+    assert_eq!(r.mass_cancel_report(), (Some(ETH_USDT), Some(Side::Sell), 1));
+    assert!(x.engine.open_orders(BOB).is_empty());
+    assert!(x.engine.order(carol).is_some());
+    // Both sides, as before: the report says no side filter.
+    assert_eq!(x.cancel_all(CAROL, None).mass_cancel_report(), (None, None, 1));
+
+    x.cancel_side(BOB, Some(MarketId(99)), Side::Buy).rejected(RejectReason::UnknownMarket);
+    x.cancel_side(FEES, None, Side::Sell).rejected(RejectReason::ReservedAccount);
+    x.cancel_side(AccountId(99), None, Side::Buy).rejected(RejectReason::UnknownAccount);
+}
+
+// ----- execution reports from events alone ----------------------------------------------------
+
+#[test]
+fn a_trade_names_both_client_order_ids_and_what_each_order_has_left() {
+    let mut x = funded();
+    let bob = x.sell(BOB, usd(30_000), lots(3)).cid(11).gtc().id();
+    let carol = x.sell(CAROL, usd(30_001), lots(2)).gtc().id(); // no client id
+    x.deposit(ALICE, USDT, usdt(100)).ok();
+
+    let r = x.buy(ALICE, usd(30_001), lots(4)).cid(21).gtc();
+    assert_eq!(
+        r.execs(),
+        vec![
+            // Bob's order is done by this fill; Alice still has 1 lot open.
+            Exec {
+                qty: lots(3),
+                maker_cid: 11,
+                maker_leaves: 0,
+                taker_cid: 21,
+                taker_leaves: lots(1)
+            },
+            // Carol keeps 1 lot; Alice is done.
+            Exec {
+                qty: lots(1),
+                maker_cid: 0,
+                maker_leaves: lots(1),
+                taker_cid: 21,
+                taker_leaves: 0
+            },
+        ]
+    );
+    assert_eq!(r.done_of(bob), Some((DoneReason::Filled, lots(3), 0)));
+    assert_eq!(r.done(), (DoneReason::Filled, lots(4), 0));
+    assert_eq!(x.leaves(carol), Some(lots(1)));
+    let accounts: Vec<_> =
+        r.0.iter()
+            .filter_map(|e| match *e {
+                Event::Trade { maker_account, taker_account, .. } => {
+                    Some((maker_account, taker_account))
+                }
+                _ => None,
+            })
+            .collect();
+    assert_eq!(accounts, [(BOB, ALICE), (CAROL, ALICE)]);
+
+    // A taker that rests: its leaves after the last fill are what it rests with.
+    let r = x.buy(DAVE, usd(30_001), lots(3)).cid(31).gtc();
+    assert_eq!(
+        r.execs(),
+        vec![Exec {
+            qty: lots(1),
+            maker_cid: 0,
+            maker_leaves: 0,
+            taker_cid: 31,
+            taker_leaves: lots(2)
+        }]
+    );
+    assert!(r.rested());
+    assert_eq!(x.leaves(r.id()), Some(lots(2)));
+
+    // An IOC that finds too little: leaves above 0 on its fill, then expires.
+    let r = x.sell(BOB, usd(30_001), lots(5)).cid(12).ioc();
+    assert_eq!(
+        r.execs(),
+        vec![Exec {
+            qty: lots(2),
+            maker_cid: 31,
+            maker_leaves: 0,
+            taker_cid: 12,
+            taker_leaves: lots(3)
+        }]
+    );
+    assert_eq!(r.done(), (DoneReason::Expired, lots(2), lots(3)));
+
+    // An amended order that crosses is the taker, with its client id.
+    x.sell(BOB, usd(30_010), lots(2)).cid(13).gtc().ok();
+    let bid = x.buy(DAVE, usd(30_000), lots(3)).cid(32).gtc().id();
+    let r = x.amend(DAVE, bid, usd(30_010), 0);
+    assert_eq!(
+        r.execs(),
+        vec![Exec {
+            qty: lots(2),
+            maker_cid: 13,
+            maker_leaves: 0,
+            taker_cid: 32,
+            taker_leaves: lots(1)
+        }]
+    );
+}
+
+#[test]
+fn a_market_buy_by_quote_amount_reports_no_leaves_and_ends_with_its_order_done() {
+    let mut x = funded();
+    x.sell(BOB, usd(30_000), lots(1)).cid(1).gtc().ok();
+    x.sell(CAROL, usd(30_001), lots(2)).cid(2).gtc().ok();
+    x.deposit(ALICE, USDT, usdt(100)).ok();
+    // Enough for two lots: one from Bob, one of Carol's two. It has no base quantity, so its
+    // leaves are 0 on every fill, and only its OrderDone says it is over.
+    let r = x.market_buy_quote(ALICE, value(30_000, 1) + value(30_001, 1)).cid(9).send();
+    assert_eq!(
+        r.execs(),
+        vec![
+            Exec { qty: lots(1), maker_cid: 1, maker_leaves: 0, taker_cid: 9, taker_leaves: 0 },
+            Exec {
+                qty: lots(1),
+                maker_cid: 2,
+                maker_leaves: lots(1),
+                taker_cid: 9,
+                taker_leaves: 0
+            },
+        ]
+    );
+    assert_eq!(r.done(), (DoneReason::Filled, lots(2), 0));
+}
+
+#[test]
+fn amended_names_the_client_order_id() {
+    let mut x = funded();
+    let with = x.sell(BOB, usd(30_000), lots(5)).cid(77).gtc().id();
+    let without = x.sell(BOB, usd(30_001), lots(5)).gtc().id();
+    let r = x.amend(BOB, with, 0, lots(2));
+    assert_eq!((r.amended(), r.amended_cid()), ((usd(30_000), lots(2), true), 77));
+    let r = x.amend(BOB, with, usd(30_002), 0);
+    assert_eq!((r.amended(), r.amended_cid()), ((usd(30_002), lots(2), false), 77));
+    let r = x.amend(BOB, without, 0, lots(3));
+    assert_eq!((r.amended(), r.amended_cid()), ((usd(30_001), lots(3), true), 0));
+    // By client order id too.
+    let r = x.apply(Command::AmendOrder {
+        account: BOB,
+        order: OrderRef::Client(77),
+        new_price: 0,
+        new_quantity: lots(1),
+    });
+    assert_eq!((r.amended(), r.amended_cid()), ((usd(30_002), lots(1), true), 77));
+}
+
+#[test]
+fn accepted_repeats_post_only_stp_and_reserve_price() {
+    let mut x = funded();
+    // Plain: none of them.
+    assert_eq!(x.sell(BOB, usd(30_000), lots(1)).gtc().accepted(), (false, StpMode::None, 0));
+    // Post-only.
+    let r = x.buy(CAROL, usd(29_000), lots(1)).post_only();
+    assert_eq!(r.accepted(), (true, StpMode::None, 0));
+    // A self-trade prevention mode and a reserve price on a limit buy.
+    let r = x.buy(DAVE, usd(29_000), lots(1)).stp(StpMode::Decrement).reserve(usd(29_500)).gtc();
+    assert_eq!(r.accepted(), (false, StpMode::Decrement, usd(29_500)));
+    let o = x.engine.order(r.id()).unwrap();
+    assert_eq!((o.post_only, o.stp, o.reserve_price), (false, StpMode::Decrement, usd(29_500)));
+    // A market order with a mode: accepted as asked even though it never rests.
+    let r = x.market_buy(DAVE, lots(1)).stp(StpMode::ExpireBoth).send();
+    assert_eq!(r.accepted(), (false, StpMode::ExpireBoth, 0));
+    assert_eq!(r.done().0, DoneReason::Filled);
+    // FOK that cannot fill: accepted as asked, then done.
+    let r = x.buy(DAVE, usd(29_000), lots(1)).stp(StpMode::ExpireMaker).reserve(usd(29_001)).fok();
+    assert_eq!(r.accepted(), (false, StpMode::ExpireMaker, usd(29_001)));
+    assert_eq!(r.done().0, DoneReason::FokUnfilled);
 }
 
 // ----- market and account status -------------------------------------------------------------

@@ -204,8 +204,8 @@ fn command() -> impl Strategy<Value = Command> {
         4 => new_order().prop_map(Command::PlaceOrder),
         6 => plausible_order().prop_map(Command::PlaceOrder),
         1 => (account(), order_ref()).prop_map(|(account, order)| Command::CancelOrder { account, order }),
-        1 => (account(), prop::option::of(market()))
-            .prop_map(|(account, market)| Command::CancelAll { account, market }),
+        2 => (account(), prop::option::of(market()), prop::option::of(side()))
+            .prop_map(|(account, market, side)| Command::CancelAll { account, market, side }),
         2 => (account(), order_ref(), num64(), num64()).prop_map(
             |(account, order, new_price, new_quantity)| Command::AmendOrder {
                 account,
@@ -444,7 +444,14 @@ fn json_fills_in_defaults() {
     assert_eq!(o.stp, StpMode::None);
     assert_eq!((o.quote_quantity, o.reserve_price), (0, 0));
     let cancel: Command = serde_json::from_str(r#"{"type":"cancel_all","account":3}"#).unwrap();
-    assert_eq!(cancel, Command::CancelAll { account: AccountId(3), market: None });
+    assert_eq!(cancel, Command::CancelAll { account: AccountId(3), market: None, side: None });
+    let sells: Command =
+        serde_json::from_str(r#"{"type":"cancel_all","account":3,"market":null,"side":"sell"}"#)
+            .unwrap();
+    assert_eq!(
+        sells,
+        Command::CancelAll { account: AccountId(3), market: None, side: Some(Side::Sell) }
+    );
     let by_client: Command =
         serde_json::from_str(r#"{"type":"cancel_order","account":3,"order":{"client":7}}"#)
             .unwrap();
@@ -452,4 +459,71 @@ fn json_fills_in_defaults() {
         by_client,
         Command::CancelOrder { account: AccountId(3), order: OrderRef::Client(7) }
     );
+}
+
+// ----- the cancel-all filter byte ---------------------------------------------------------
+
+/// A CancelAll's bytes: tag 12, the account, the filter byte, then the market if any.
+fn cancel_all_bytes(account: u64, filter: u8, market: Option<u32>) -> Vec<u8> {
+    let mut v = vec![12];
+    v.extend(account.to_le_bytes());
+    v.push(filter);
+    if let Some(m) = market {
+        v.extend(m.to_le_bytes());
+    }
+    v
+}
+
+#[test]
+fn cancel_all_filter_byte_round_trips() {
+    let account = AccountId(0x0102_0304_0506_0708);
+    for (market, side, filter) in [
+        (None, None, 0u8),
+        (Some(MarketId(77)), None, 1),
+        (None, Some(Side::Buy), 2),
+        (Some(MarketId(77)), Some(Side::Buy), 3),
+        (None, Some(Side::Sell), 4),
+        (Some(MarketId(77)), Some(Side::Sell), 5),
+    ] {
+        let cmd = Command::CancelAll { account, market, side };
+        let bytes = cancel_all_bytes(account.0, filter, market.map(|m| m.0));
+        assert_eq!(cmd.to_bytes(), bytes, "{cmd:?}");
+        assert_eq!(Command::decode(&bytes), Ok(cmd));
+    }
+}
+
+#[test]
+fn cancel_all_old_has_market_bytes_decode_as_before() {
+    // Journals written before the side filter hold the has-market flag 0 or 1 there.
+    assert_eq!(
+        Command::decode(&cancel_all_bytes(3, 0, None)),
+        Ok(Command::CancelAll { account: AccountId(3), market: None, side: None })
+    );
+    assert_eq!(
+        Command::decode(&cancel_all_bytes(3, 1, Some(10))),
+        Ok(Command::CancelAll { account: AccountId(3), market: Some(MarketId(10)), side: None })
+    );
+}
+
+#[test]
+fn cancel_all_invalid_filter_bits_are_refused() {
+    // Side 3 (with and without a market) and every higher bit.
+    let mut invalid = vec![0b110u8, 0b111];
+    invalid.extend((3..8).map(|bit| 1u8 << bit));
+    invalid.extend([0x09, 0x0B, 0x0D, 0xFF]);
+    for filter in invalid {
+        for market in [None, Some(10)] {
+            let bytes = cancel_all_bytes(3, filter, market);
+            assert_eq!(
+                Command::decode(&bytes),
+                Err(DecodeError::InvalidEnum { field: "cancel_filter", value: filter, offset: 9 }),
+                "filter {filter:#010b}"
+            );
+        }
+    }
+    // Exactly the six valid bytes decode.
+    let valid: Vec<u8> = (0..=u8::MAX)
+        .filter(|&f| Command::decode(&cancel_all_bytes(3, f, (f & 1 == 1).then_some(10))).is_ok())
+        .collect();
+    assert_eq!(valid, vec![0, 1, 2, 3, 4, 5]);
 }

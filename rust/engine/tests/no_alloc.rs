@@ -283,7 +283,10 @@ impl Bench {
                 };
                 Command::AmendOrder { account, order: OrderRef::Id(id), new_price, new_quantity }
             }
-            999 => Command::CancelAll { account, market: Some(market) },
+            999 => {
+                let side = [None, Some(Side::Buy), Some(Side::Sell)][self.rng.below(3) as usize];
+                Command::CancelAll { account, market: Some(market), side }
+            }
             _ => self.place(account, market),
         }
     }

@@ -182,6 +182,7 @@ enum Op {
     CancelAll {
         account: u64,
         market: Option<u32>,
+        side: Option<Side>,
     },
     Amend {
         account: u64,
@@ -403,8 +404,8 @@ fn concretize(op: &Op, model: &Model) -> Command {
             let account = AccountId(account);
             Command::CancelOrder { account, order: order_ref(model, account, target) }
         }
-        Op::CancelAll { account, market } => {
-            Command::CancelAll { account: AccountId(account), market: market.map(MarketId) }
+        Op::CancelAll { account, market, side } => {
+            Command::CancelAll { account: AccountId(account), market: market.map(MarketId), side }
         }
         Op::Amend { account, target, price, qty } => {
             let account = AccountId(account);
@@ -458,6 +459,10 @@ fn concretize(op: &Op, model: &Model) -> Command {
 
 fn account() -> impl Strategy<Value = u64> {
     prop_oneof![8 => Just(1u64), 8 => Just(2), 8 => Just(3), 1 => Just(4), 1 => Just(0), 1 => Just(77)]
+}
+
+fn side() -> impl Strategy<Value = Side> {
+    prop_oneof![Just(Side::Buy), Just(Side::Sell)]
 }
 
 fn trading_market() -> impl Strategy<Value = u32> {
@@ -598,11 +603,7 @@ fn place_with(
         1 => Just(Some(-1i8)),
     ];
     let client = prop_oneof![3 => Just(0u64), 2 => 1u64..=6];
-    (
-        (account, market, client, prop_oneof![Just(Side::Buy), Just(Side::Sell)], kind),
-        (tif, stp(), price, qty),
-        (quote, reserve, garbage),
-    )
+    ((account, market, client, side(), kind), (tif, stp(), price, qty), (quote, reserve, garbage))
         .prop_map(
             |(
                 (account, market, client, side, kind),
@@ -641,8 +642,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(account, asset, amount)| Op::Withdraw { account, asset, amount }),
         50 => place_op(false).prop_map(Op::Place),
         10 => (account(), target()).prop_map(|(account, target)| Op::Cancel { account, target }),
-        3 => (account(), prop::option::of(any_market.clone()))
-            .prop_map(|(account, market)| Op::CancelAll { account, market }),
+        3 => (account(), prop::option::of(any_market.clone()), prop::option::of(side()))
+            .prop_map(|(account, market, side)| Op::CancelAll { account, market, side }),
         16 => (account(), target(), prop::option::weighted(0.6, amend_price_sel()),
                prop::option::weighted(0.6, amend_qty_sel()))
             .prop_map(|(account, target, price, qty)| Op::Amend { account, target, price, qty }),
@@ -790,7 +791,9 @@ fn record(events: &[Event], cmd: &Command, model: &Model) {
                 }
             }
             Event::MarketStatusChanged { status, .. } => bump(format!("status {status:?}")),
-            Event::MassCancelled { count, .. } => bump(format!("mass cancel n>0={}", *count > 0)),
+            Event::MassCancelled { count, side, .. } => {
+                bump(format!("mass cancel side={side:?} n>0={}", *count > 0))
+            }
             _ => {}
         }
     }
@@ -1013,8 +1016,8 @@ fn trading_op() -> impl Strategy<Value = Op> {
             .prop_map(|(account, asset, amount)| Op::Deposit { account, asset, amount }),
         1 => (trader.clone(), 1u32..=3, 1u64..20_000)
             .prop_map(|(account, asset, amount)| Op::Withdraw { account, asset, amount }),
-        1 => (trader.clone(), markets)
-            .prop_map(|(account, market)| Op::CancelAll { account, market }),
+        1 => (trader.clone(), markets, prop::option::of(side()))
+            .prop_map(|(account, market, side)| Op::CancelAll { account, market, side }),
         1 => (trader, 0u8..3).prop_map(|(account, tier)| Op::AccountTier { account, tier }),
     ]
 }

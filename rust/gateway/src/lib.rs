@@ -7,6 +7,9 @@
 //!   the code tables and their mapping from the engine's reasons. Pure: no I/O, no clock.
 //! * [`session`]: the sans-I/O session state machine of one connection — login (HMAC),
 //!   heartbeats, logout and cancel-on-disconnect, idempotency, throttle, request → command.
+//! * [`server`]: the TCP server in front of a running node — one I/O thread serving every
+//!   session, routing execution reports and market data from the node's event stream,
+//!   replaying missed messages from the durable log.
 //!
 //! The specification for client authors is `docs/protocol.md` (with the SBE-style XML schema
 //! `docs/protocol.xml`, rendered from the message definitions in [`protocol`]).
@@ -14,4 +17,5 @@
 #![deny(unsafe_code)]
 
 pub mod protocol;
+pub mod server;
 pub mod session;

@@ -35,7 +35,7 @@
 //! * Every refused request produces exactly one precise wire reject and no `Submit`.
 //! * `client_ref`s of submitted commands strictly increase (seeded with the key's last one,
 //!   [`ApiKey::last_client_ref`]); only a submitted request consumes its `client_ref`, so a
-//!   throttled or unsupported request may be resent with the same one.
+//!   throttled request may be resent with the same one.
 //! * [`Action::CancelOnDisconnect`] fires at most once, only when the login asked for it, and
 //!   only when a logged-in session ends other than by `Logout`.
 //! * [`Action::SessionEnded`] is emitted exactly once for every successful login (the caller
@@ -54,7 +54,7 @@ use sha2::Sha256;
 use crate::protocol::{
     Challenge, EndOfSession, EndReason, Heartbeat, Login, LoginAccepted, LoginRejectReason,
     LoginRejected, MdRetransmitRequest, MdSubscribe, MdSubscribeRejected, MdUnsubscribe, Message,
-    Nonce, OrderRejected, ProtocolError, ProtocolErrorCode, RejectCode, SessionKind, SideFilter,
+    Nonce, OrderRejected, ProtocolError, ProtocolErrorCode, RejectCode, SessionKind,
     SubscribeRejectReason,
 };
 
@@ -551,10 +551,6 @@ impl Session {
             Some(RejectCode::Throttled)
         } else if client_ref <= login.last_client_ref {
             Some(RejectCode::DuplicateClientRef)
-        } else if matches!(msg, Message::MassCancel(m) if m.side != SideFilter::Both) {
-            // The engine's CancelAll has no side filter (and the engine is not the gateway's
-            // to change): refuse rather than cancel more than asked.
-            Some(RejectCode::Unsupported)
         } else {
             None
         };
@@ -585,7 +581,10 @@ impl Session {
                 new_price: a.new_price,
                 new_quantity: a.new_quantity,
             },
-            Message::MassCancel(m) => Command::CancelAll { account, market: m.market },
+            // SideFilter::Both / Buy / Sell → None / Some(Buy) / Some(Sell).
+            Message::MassCancel(m) => {
+                Command::CancelAll { account, market: m.market, side: m.side.side() }
+            }
             _ => return,
         };
         if let Some(l) = self.login.as_mut() {

@@ -267,7 +267,8 @@ pub fn replay(ops: u64, seed: u64, fsync_samples: usize) -> Result<String, Strin
     let snapshot_hash = recovered.engine.state_hash();
     let snapshot_pause_ns = t.elapsed().as_nanos() as u64;
     let t = Instant::now();
-    crate::snapfile::write_snapshot(&tmp.0, replayed, snapshot_hash, &snapshot)
+    let last_references = recovered.last_references.to_sorted_vec();
+    crate::snapfile::write_snapshot(&tmp.0, replayed, snapshot_hash, &snapshot, &last_references)
         .map_err(|e| e.to_string())?;
     let snapshot_write_ms = t.elapsed().as_secs_f64() * 1e3;
     let lat = fsync_latency(&tmp.0, fsync_samples as u64, 64).map_err(|e| e.to_string())?;

@@ -10,6 +10,7 @@ pub mod config;
 pub mod journal;
 pub mod node;
 pub mod recovery;
+pub mod references;
 pub mod ring;
 pub mod snapfile;
 pub mod wait;
@@ -20,4 +21,5 @@ pub use node::{
     Ack, Client, CommandEvents, Node, NodeError, NodeStats, Origin, SubmitError, Subscription,
 };
 pub use recovery::RecoveryReport;
+pub use references::LastReferences;
 pub use wait::WaitStrategy;

@@ -13,8 +13,10 @@
 //!   commits the batch — one write and, under `fsync`, one fdatasync — and only then passes
 //!   the batch on. So the engine, and everything after it, only ever sees durable commands:
 //!   no acknowledgement, event or market data can leave before its command is durable.
-//! * **Engine thread.** Applies commands in sequence order; takes snapshots (the engine is
-//!   paused only while its state is copied; writing happens on a background thread).
+//! * **Engine thread.** Applies commands in sequence order and keeps the last reference per
+//!   source ([`crate::references`]: what [`Node::last_reference`] answers); takes snapshots
+//!   of both (the engine is paused only while its state is copied; writing happens on a
+//!   background thread).
 //! * **Publisher thread.** Appends each command's events to the event log and hands each
 //!   client its acknowledgement. A client that does not read its acknowledgements loses them
 //!   (it is told) rather than stalling anyone; the event log still has everything.
@@ -42,6 +44,7 @@ use crate::config::NodeConfig;
 pub use crate::journal::Origin;
 use crate::journal::{JournalConfig, JournalError, JournalWriter};
 use crate::recovery::{self, RecoveryReport};
+use crate::references::LastReferences;
 use crate::ring::{ring, Consumer, Doorbell, Producer};
 use crate::snapfile;
 use crate::wait::Idle;
@@ -80,6 +83,9 @@ pub struct CommandEvents {
     pub timestamp_ns: u64,
     /// Who submitted the command, as journaled with it.
     pub origin: Origin,
+    /// The command itself (what was asked: consumers that render replies need its kind
+    /// and account, e.g. to tell a cancel-all from a single cancel).
+    pub command: Command,
     /// The events.
     pub events: Vec<Event>,
 }
@@ -222,6 +228,8 @@ struct EventLog {
 enum Control {
     /// Run a closure against the engine between commands.
     Query(Box<dyn FnOnce(&Engine) + Send>),
+    /// Run a closure against the last-reference table between commands.
+    References(Box<dyn FnOnce(&LastReferences) + Send>),
     /// Take a snapshot now; reply with its sequence number.
     Snapshot(Sender<Result<u64, String>>),
 }
@@ -255,6 +263,7 @@ struct Output {
     timestamp_ns: u64,
     client: u32,
     origin: Origin,
+    command: Command,
     events: Vec<Event>,
 }
 
@@ -263,6 +272,8 @@ struct SnapshotJob {
     seq: u64,
     hash: u128,
     snapshot: bourse_engine::Snapshot,
+    /// The last-reference table at `seq`, unsorted (the writer sorts it).
+    last_references: Vec<(u64, u64)>,
     reply: Option<Sender<Result<u64, String>>>,
 }
 
@@ -340,6 +351,7 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)?;
         let recovered = recovery::recover(&config)?;
         let engine = recovered.engine;
+        let references = recovered.last_references;
         let report = recovered.report;
         let next_seq = report.next_seq;
 
@@ -422,6 +434,7 @@ impl Node {
             engine_loop(
                 s,
                 engine,
+                references,
                 engine_in,
                 to_publisher,
                 recycle_rx,
@@ -559,6 +572,48 @@ impl Node {
         rx.recv().map_err(|_| NodeError::Stopped)
     }
 
+    /// The highest [`Origin::reference`] sequenced for `source`: the maximum over every
+    /// command journaled with that source (whatever the engine made of it), 0 if there is
+    /// none, and always 0 for source 0. Durable: it survives restarts, snapshots and
+    /// compaction (see [`crate::references`]).
+    ///
+    /// It reflects commands the engine has **applied**: commands still in flight (in a
+    /// client's ring, being journaled, queued for the engine) are not counted yet. A
+    /// submitter that may have commands in flight must also keep its own maximum of the
+    /// references it handed in and continue above the larger of the two. Answered by the
+    /// engine thread between two bursts of commands (like [`Node::query`]); meant for login
+    /// time, not the command path.
+    pub fn last_reference(&self, source: u64) -> Result<u64, NodeError> {
+        if source == 0 {
+            return Ok(0);
+        }
+        self.query_references(move |t| t.get(source))
+    }
+
+    /// The whole last-reference table as `(source, last reference)`, in increasing source
+    /// order; sources with no entry (and source 0) are left out. Same caveats as
+    /// [`Node::last_reference`].
+    pub fn last_references(&self) -> Result<Vec<(u64, u64)>, NodeError> {
+        self.query_references(LastReferences::to_sorted_vec)
+    }
+
+    fn query_references<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&LastReferences) -> R + Send + 'static,
+    ) -> Result<R, NodeError> {
+        let (tx, rx) = mpsc::channel();
+        let job: Box<dyn FnOnce(&LastReferences) + Send> = Box::new(move |t| {
+            let _ = tx.send(f(t));
+        });
+        self.control
+            .lock()
+            .expect("control lock")
+            .send(Control::References(job))
+            .map_err(|_| NodeError::Stopped)?;
+        self.shared.engine_doorbell.notify();
+        rx.recv().map_err(|_| NodeError::Stopped)
+    }
+
     /// Take a snapshot now; returns its sequence number once it is written.
     pub fn snapshot_now(&self) -> Result<u64, NodeError> {
         let (tx, rx) = mpsc::channel();
@@ -611,6 +666,27 @@ impl Node {
                 recovery::replay_events(&self.shared.config, from_seq, max, upto)
             }
         }
+    }
+
+    /// The oldest sequence number [`Node::events_from`] can still serve: 1 while the journal
+    /// starts at seq 1, else one past the oldest readable snapshot the journal continues
+    /// from (compaction deleted everything before it). Lists the data directory: meant for
+    /// occasional callers (a session resuming from an old position), not the hot path.
+    pub fn first_available_seq(&self) -> Result<u64, NodeError> {
+        let dir = self.shared.config.data_dir.as_path();
+        let segments = crate::journal::list_segments(dir)?;
+        let first = segments.first().map_or(1, |s| s.first_seq);
+        if first <= 1 {
+            return Ok(1);
+        }
+        let snapshots = snapfile::list_snapshots(dir)
+            .map_err(|e| NodeError::Recovery(format!("cannot list snapshots: {e}")))?;
+        let oldest =
+            snapshots.into_iter().filter(|info| info.seq + 1 >= first).map(|info| info.seq).min();
+        Ok(match oldest {
+            Some(seq) => seq + 1,
+            None => self.shared.counters.published_seq.load(Ordering::Acquire) + 1,
+        })
     }
 
     /// Stop: the sequencer takes what was already submitted, the engine applies all of it
@@ -925,6 +1001,7 @@ const ENGINE_BURST: usize = 1024;
 fn engine_loop(
     shared: Arc<Shared>,
     mut engine: Engine,
+    mut references: LastReferences,
     mut input: Consumer<Sequenced>,
     mut output: Producer<Output>,
     mut recycled: Consumer<Vec<Event>>,
@@ -941,17 +1018,21 @@ fn engine_loop(
     let mut idle = Idle::new(config.wait, &shared.engine_doorbell);
     let mut applied = shared.counters.applied_seq.load(Ordering::Relaxed);
     let mut last_ts = last_snapshot_ts;
+    // The engine and the last-reference table are copied in the same pause, both as of
+    // `applied`.
     let take_snapshot = |engine: &Engine,
+                         references: &LastReferences,
                          applied: u64,
                          reply: Option<Sender<Result<u64, String>>>| {
         let t = Instant::now();
         let snapshot = engine.snapshot();
         let hash = engine.state_hash();
+        let last_references = references.to_unsorted_vec();
         shared
             .counters
             .last_snapshot_pause_ns
             .store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        let job = SnapshotJob { seq: applied, hash, snapshot, reply };
+        let job = SnapshotJob { seq: applied, hash, snapshot, last_references, reply };
         if job.reply.is_some() {
             // Asked for (on demand, or the final one): wait for room.
             let _ = snapshots.send(job);
@@ -968,6 +1049,7 @@ fn engine_loop(
             let mut events = recycled.pop().unwrap_or_default();
             events.clear();
             engine.apply(&s.command, &mut events);
+            references.observe(s.origin);
             applied = s.seq;
             last_ts = s.timestamp_ns;
             let mut out = Output {
@@ -975,6 +1057,7 @@ fn engine_loop(
                 timestamp_ns: s.timestamp_ns,
                 client: s.client,
                 origin: s.origin,
+                command: s.command,
                 events,
             };
             let mut wait = Idle::new(config.wait, &shared.engine_doorbell);
@@ -1007,7 +1090,7 @@ fn engine_loop(
                 && last_ts.saturating_sub(last_snapshot_ts)
                     >= config.snapshot_every_secs.saturating_mul(1_000_000_000);
             if by_count || by_time {
-                take_snapshot(&engine, applied, None);
+                take_snapshot(&engine, &references, applied, None);
                 last_snapshot_seq = applied;
                 last_snapshot_ts = last_ts;
             }
@@ -1023,8 +1106,12 @@ fn engine_loop(
                 f(&engine);
                 continue;
             }
+            Ok(Control::References(f)) => {
+                f(&references);
+                continue;
+            }
             Ok(Control::Snapshot(reply)) => {
-                take_snapshot(&engine, applied, Some(reply));
+                take_snapshot(&engine, &references, applied, Some(reply));
                 last_snapshot_seq = applied;
                 last_snapshot_ts = last_ts;
                 continue;
@@ -1043,7 +1130,7 @@ fn engine_loop(
     // A graceful stop: everything sequenced is applied; the final snapshot covers it all.
     let reply = shared.final_snapshot.lock().expect("final snapshot lock").take();
     if let Some(reply) = reply {
-        take_snapshot(&engine, applied, Some(reply));
+        take_snapshot(&engine, &references, applied, Some(reply));
     }
 }
 
@@ -1112,6 +1199,7 @@ fn publisher_loop(
                     seq: out.seq,
                     timestamp_ns: out.timestamp_ns,
                     origin: out.origin,
+                    command: out.command,
                     events: out.events.clone(),
                 });
                 window.push_back(entry.clone());
@@ -1184,12 +1272,19 @@ fn sync_journal_through(config: &NodeConfig, seq: u64) -> Result<(), String> {
 fn snapshot_writer_loop(shared: Arc<Shared>, jobs: Receiver<SnapshotJob>) {
     let _guard = StopOnPanic { shared: &shared, done: &shared.snapshots_done };
     let dir = shared.config.data_dir.clone();
-    while let Ok(job) = jobs.recv() {
+    while let Ok(mut job) = jobs.recv() {
         let t = Instant::now();
+        job.last_references.sort_unstable();
         let result = sync_journal_through(&shared.config, job.seq)
             .and_then(|()| {
-                snapfile::write_snapshot(&dir, job.seq, job.hash, &job.snapshot)
-                    .map_err(|e| e.to_string())
+                snapfile::write_snapshot(
+                    &dir,
+                    job.seq,
+                    job.hash,
+                    &job.snapshot,
+                    &job.last_references,
+                )
+                .map_err(|e| e.to_string())
             })
             .map(|_| {
                 // The snapshot is durable; failing to tidy up old files is only logged.

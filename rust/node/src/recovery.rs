@@ -1,16 +1,22 @@
 //! Recovery: rebuild the engine from the newest valid snapshot and the journal after it.
 //!
 //! 1. Snapshots are tried newest first. One that cannot be read (bad checksum, bad header,
-//!    wrong version) is skipped with a log line naming the file; one that reads but does not
-//!    restore to exactly the state hash it recorded stops recovery — that is not damage in
-//!    transit but a state the engine cannot vouch for.
+//!    another format version — format 1, which has no last-reference table, included) is
+//!    skipped with a log line naming the file; one that reads but does not restore to
+//!    exactly the state hash it recorded stops recovery — that is not damage in transit but
+//!    a state the engine cannot vouch for. The engine and the last-reference table
+//!    ([`crate::references`]) both start from the snapshot.
 //! 2. The journal is validated end to end (see [`crate::journal`]): a torn last record is
 //!    cut off with a log line; any other damage stops recovery with the file and offset.
-//! 3. Every record after the snapshot is applied, in order; the first must follow the
-//!    snapshot's sequence number without a gap (else the segments it needs are missing).
+//! 3. Every record after the snapshot is applied, in order, and its origin observed by the
+//!    last-reference table; the first must follow the snapshot's sequence number without a
+//!    gap (else the segments it needs are missing — the error then names the snapshots that
+//!    were passed over).
 //! 4. The node resumes at `last_seq + 1`.
 //!
 //! With no snapshot, replay starts from the first record, which must be sequence number 1.
+//! Either way the engine and the last-reference table end up exactly as a replay of the
+//! whole journal from seq 1 would leave them.
 //!
 //! Cost: O(snapshot) + O(records after it); the replay rate is measured by
 //! `bourse bench replay`.
@@ -24,6 +30,7 @@ use serde::Serialize;
 use crate::config::NodeConfig;
 use crate::journal::{recover_journal_from, remove_segments_before, JournalError, Record};
 use crate::node::{CommandEvents, NodeError};
+use crate::references::LastReferences;
 use crate::snapfile;
 
 /// What recovery found and did.
@@ -57,6 +64,8 @@ pub struct Recovered {
     pub report: RecoveryReport,
     /// The events of the replayed commands (the tail of the event stream), oldest first.
     pub replayed_events: Vec<CommandEvents>,
+    /// The last reference per source after the last command applied.
+    pub last_references: LastReferences,
 }
 
 /// Rebuild the engine from `config.data_dir`. See the module docs.
@@ -70,7 +79,7 @@ pub fn recover(config: &NodeConfig) -> Result<Recovered, NodeError> {
     {
         eprintln!("bourse-node: recovery: removed unfinished snapshot {}", stale.display());
     }
-    let (mut engine, snapshot_seq) = newest_snapshot(config, &mut report)?;
+    let (mut engine, snapshot_seq, mut references) = newest_snapshot(config, &mut report)?;
     report.snapshot_seq = snapshot_seq;
     let keep_events = config.event_window;
     let mut replayed_events = VecDeque::new();
@@ -85,6 +94,7 @@ pub fn recover(config: &NodeConfig) -> Result<Recovered, NodeError> {
         }
         expected += 1;
         report.last_timestamp_ns = r.timestamp_ns;
+        references.observe(r.origin);
         if keep_events == 0 {
             events.clear();
             engine.apply(&r.command, &mut events);
@@ -95,9 +105,16 @@ pub fn recover(config: &NodeConfig) -> Result<Recovered, NodeError> {
         let mut entry = if replayed_events.len() == keep_events {
             replayed_events.pop_front().expect("the window is full")
         } else {
-            CommandEvents { seq: 0, timestamp_ns: 0, origin: r.origin, events: Vec::new() }
+            CommandEvents {
+                seq: 0,
+                timestamp_ns: 0,
+                origin: r.origin,
+                command: r.command,
+                events: Vec::new(),
+            }
         };
         entry.seq = r.seq;
+        entry.command = r.command;
         entry.origin = r.origin;
         entry.timestamp_ns = r.timestamp_ns;
         entry.events.clear();
@@ -105,15 +122,7 @@ pub fn recover(config: &NodeConfig) -> Result<Recovered, NodeError> {
         replayed_events.push_back(entry);
         Ok(())
     })
-    .map_err(|e| match e {
-        NodeError::Journal(JournalError::Compacted { requested, first_available }) => {
-            NodeError::Recovery(format!(
-                "the snapshot at seq {snapshot_seq} needs journal records from {requested}, \
-                 but the journal starts at {first_available}"
-            ))
-        }
-        other => other,
-    })?;
+    .map_err(|e| compacted_error(e, snapshot_seq, &report))?;
     if let Some(torn) = &scan.torn_tail {
         eprintln!("bourse-node: recovery: {torn}");
         report.torn_tail = Some(torn.to_string());
@@ -129,32 +138,66 @@ pub fn recover(config: &NodeConfig) -> Result<Recovered, NodeError> {
     report.next_seq = expected;
     report.state_hash = format!("{:032x}", engine.state_hash());
     report.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
-    Ok(Recovered { engine, report, replayed_events: replayed_events.into() })
+    Ok(Recovered {
+        engine,
+        report,
+        replayed_events: replayed_events.into(),
+        last_references: references,
+    })
 }
 
-/// The newest snapshot that reads and restores, or a fresh engine at seq 0.
+/// Say which records are missing when the journal was compacted past the snapshot recovery
+/// could use, and which snapshots were passed over (e.g. damaged, or of an older format).
+fn compacted_error(e: NodeError, snapshot_seq: u64, report: &RecoveryReport) -> NodeError {
+    match e {
+        NodeError::Journal(JournalError::Compacted { requested, first_available }) => {
+            let start = if snapshot_seq == 0 {
+                "with no usable snapshot, recovery".to_string()
+            } else {
+                format!("the snapshot at seq {snapshot_seq}")
+            };
+            let mut msg = format!(
+                "{start} needs journal records from {requested}, but the journal starts at \
+                 {first_available}"
+            );
+            if !report.skipped_snapshots.is_empty() {
+                msg.push_str("; snapshots passed over: ");
+                msg.push_str(&report.skipped_snapshots.join("; "));
+            }
+            NodeError::Recovery(msg)
+        }
+        other => other,
+    }
+}
+
+/// The newest snapshot that reads and restores, with its last-reference table; or a fresh
+/// engine and an empty table at seq 0.
 fn newest_snapshot(
     config: &NodeConfig,
     report: &mut RecoveryReport,
-) -> Result<(Engine, u64), NodeError> {
+) -> Result<(Engine, u64, LastReferences), NodeError> {
     let dir = config.data_dir.as_path();
     let mut snapshots = snapfile::list_snapshots(dir)
         .map_err(|e| NodeError::Recovery(format!("cannot list snapshots: {e}")))?;
     snapshots.sort_by_key(|info| std::cmp::Reverse(info.seq));
     for snapfile::SnapshotInfo { seq, path } in snapshots {
         match snapfile::read_snapshot(&path) {
-            Ok((read_seq, hash, snapshot)) => {
-                let engine = Engine::from_snapshot(&snapshot, config.engine_config())
+            Ok(contents) => {
+                let hash = contents.state_hash;
+                let engine = Engine::from_snapshot(&contents.snapshot, config.engine_config())
                     .map_err(|e| NodeError::Recovery(format!("{}: {e}", path.display())))?;
-                if engine.state_hash() != hash || read_seq != seq {
+                if engine.state_hash() != hash || contents.seq != seq {
                     return Err(NodeError::Recovery(format!(
                         "{}: restored state hash {:032x} differs from the recorded {hash:032x}",
                         path.display(),
                         engine.state_hash()
                     )));
                 }
+                // `read_snapshot` checked the entries.
+                let references = LastReferences::from_entries(&contents.last_references)
+                    .map_err(|e| NodeError::Recovery(format!("{}: {e}", path.display())))?;
                 report.snapshot_file = Some(path.display().to_string());
-                return Ok((engine, seq));
+                return Ok((engine, seq, references));
             }
             Err(e) => {
                 let line = format!("{}: {e}", path.display());
@@ -163,7 +206,7 @@ fn newest_snapshot(
             }
         }
     }
-    Ok((Engine::new(config.engine_config()), 0))
+    Ok((Engine::new(config.engine_config()), 0, LastReferences::new()))
 }
 
 /// After a snapshot: keep the newest `keep_snapshots` snapshots and delete the journal
@@ -223,8 +266,8 @@ fn replay_events_once(
         if seq >= from_seq {
             continue;
         }
-        if let Ok((_, _, snap)) = snapfile::read_snapshot(&path) {
-            if let Ok(engine) = Engine::from_snapshot(&snap, config.engine_config()) {
+        if let Ok(contents) = snapfile::read_snapshot(&path) {
+            if let Ok(engine) = Engine::from_snapshot(&contents.snapshot, config.engine_config()) {
                 base = Some((seq, engine));
                 break;
             }
@@ -249,6 +292,7 @@ fn replay_events_once(
         if r.seq >= from_seq {
             out.push(CommandEvents {
                 origin: r.origin,
+                command: r.command,
                 seq: r.seq,
                 timestamp_ns: r.timestamp_ns,
                 events: events.clone(),
@@ -261,9 +305,24 @@ fn replay_events_once(
 /// Replay a whole journal directory (snapshot + records) into a fresh engine without changing
 /// anything on disk; for tools and tests that check a node from another process.
 pub fn replay_directory(config: &NodeConfig) -> Result<(Engine, RecoveryReport), NodeError> {
+    replay_directory_state(config).map(|r| (r.engine, r.report))
+}
+
+/// What [`replay_directory_state`] rebuilt.
+pub struct Replayed {
+    /// The engine after the last record.
+    pub engine: Engine,
+    /// What the replay found and did.
+    pub report: RecoveryReport,
+    /// The last reference per source after the last record.
+    pub last_references: LastReferences,
+}
+
+/// [`replay_directory`], with the last-reference table as well.
+pub fn replay_directory_state(config: &NodeConfig) -> Result<Replayed, NodeError> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
-    let (mut engine, snapshot_seq) = newest_snapshot(config, &mut report)?;
+    let (mut engine, snapshot_seq, mut references) = newest_snapshot(config, &mut report)?;
     let mut expected = snapshot_seq + 1;
     let mut events = Vec::new();
     let scan = recover_journal_from(config.data_dir.as_path(), false, expected, |r: Record| {
@@ -272,10 +331,12 @@ pub fn replay_directory(config: &NodeConfig) -> Result<(Engine, RecoveryReport),
         }
         events.clear();
         engine.apply(&r.command, &mut events);
+        references.observe(r.origin);
         expected += 1;
         report.last_timestamp_ns = r.timestamp_ns;
         Ok(())
-    })?;
+    })
+    .map_err(|e| compacted_error(e, snapshot_seq, &report))?;
     if scan.last_seq < snapshot_seq {
         return Err(NodeError::Recovery(format!(
             "the snapshot is at seq {snapshot_seq} but the journal ends at {}",
@@ -288,5 +349,5 @@ pub fn replay_directory(config: &NodeConfig) -> Result<(Engine, RecoveryReport),
     report.next_seq = expected;
     report.state_hash = format!("{:032x}", engine.state_hash());
     report.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
-    Ok((engine, report))
+    Ok(Replayed { engine, report, last_references: references })
 }

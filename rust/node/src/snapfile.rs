@@ -2,8 +2,9 @@
 //!
 //! A snapshot file holds one [`Snapshot`] of the engine after applying every journal record up
 //! to and including `seq`, with the engine's state hash at that point so that recovery can
-//! check the restored engine. Recovery loads the newest valid snapshot and replays the journal
-//! from `seq + 1`.
+//! check the restored engine, and the node's last-reference table at that point (the highest
+//! `Origin::reference` sequenced per source, see [`crate::references`]). Recovery loads the
+//! newest valid snapshot and replays the journal from `seq + 1`.
 //!
 //! # Files
 //!
@@ -24,18 +25,37 @@
 //! | 40 | 4 | CRC-32C of the payload |
 //! | 44 | 4 | CRC-32C of header bytes 0..44 |
 //!
-//! Then the payload: exactly `payload_len` bytes, the [`Snapshot`] in
-//! [postcard](https://docs.rs/postcard) 1.x (a compact, stable serde binary format: varint
-//! integers, length-prefixed sequences, no field names). Nothing may follow it.
+//! Then the payload: exactly `payload_len` bytes in [postcard](https://docs.rs/postcard) 1.x
+//! (a compact, stable serde binary format: varint integers, length-prefixed sequences, no
+//! field names), one after the other:
+//!
+//! 1. the engine's [`Snapshot`];
+//! 2. the last-reference table as a `Vec<(u64, u64)>`: a varint count, then that many
+//!    `(source, reference)` varint pairs, sources strictly increasing, neither ever 0 (see
+//!    [`crate::references::check_entries`]).
+//!
+//! Nothing may follow the table, and nothing may follow the payload.
+//!
+//! # Versions
+//!
+//! * **2** (current): engine snapshot + last-reference table.
+//! * **1**: the engine snapshot alone. Refused by this build
+//!   ([`SnapshotFileError::UnsupportedVersion`], naming the file), because a table cannot be made up for it: treating it as empty would hand
+//!   submitters references they already used. Recovery passes such a file over like any
+//!   unreadable snapshot and falls back to an older one or to the journal from seq 1, which
+//!   rebuilds the table exactly; if compaction already deleted the records that needs,
+//!   recovery stops and names the files it passed over.
 //!
 //! # Invariants and checks
 //!
 //! [`read_snapshot`] refuses, with a [`SnapshotFileError::Corrupt`] naming the file: a short
-//! header, a bad magic, header CRC or version, a `seq` different from the file name, a file
-//! length other than header + `payload_len`, a payload CRC mismatch, and a payload that does
-//! not decode. It does not check that the snapshot describes a valid engine state; that is
-//! [`bourse_engine::Engine::from_snapshot`]'s job, and recovery then compares the restored
-//! engine's state hash with the one in the header.
+//! header, a bad magic or header CRC, a `seq` different from the file name, a file length
+//! other than header + `payload_len`, a payload CRC mismatch, a payload that does not decode
+//! or has bytes after the table, and a table that breaks its rules. A header that checks but
+//! carries another format version is [`SnapshotFileError::UnsupportedVersion`], naming the
+//! file and the version. It does not check that the snapshot describes a valid engine state;
+//! that is [`bourse_engine::Engine::from_snapshot`]'s job, and recovery then compares the
+//! restored engine's state hash with the one in the header.
 //!
 //! # Complexity
 //!
@@ -47,12 +67,15 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use bourse_engine::Snapshot;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::references::check_entries;
 
 /// Magic bytes at the start of every snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"BRSS";
 /// Snapshot file format version written and read by this code.
-pub const SNAPSHOT_FILE_VERSION: u32 = 1;
+pub const SNAPSHOT_FILE_VERSION: u32 = 2;
 /// Bytes in a snapshot file header.
 pub const SNAPSHOT_HEADER_LEN: usize = 48;
 
@@ -78,9 +101,37 @@ pub enum SnapshotFileError {
         /// What is wrong.
         reason: String,
     },
+    /// The file is intact (its header checksum holds) but written in a format version this
+    /// build does not read.
+    #[error(
+        "snapshot file {} has format version {version}, which this build does not read (it \
+         reads {SNAPSHOT_FILE_VERSION}){}",
+        file.display(),
+        version_note(*version)
+    )]
+    UnsupportedVersion {
+        /// The file.
+        file: PathBuf,
+        /// Its format version.
+        version: u32,
+    },
     /// The snapshot could not be serialized.
     #[error("cannot serialize snapshot: {0}")]
     Encode(String),
+}
+
+fn version_note(version: u32) -> &'static str {
+    if version == 1 {
+        ": format 1 has no last-reference table, and one cannot be made up for it"
+    } else {
+        ""
+    }
+}
+
+/// Why a header does not decode.
+enum HeaderError {
+    Corrupt(String),
+    Version(u32),
 }
 
 fn io_err<'a>(
@@ -130,12 +181,27 @@ impl SnapshotHeader {
         h
     }
 
-    fn decode(h: &[u8]) -> Result<SnapshotHeader, String> {
+    fn decode(h: &[u8], path: &Path) -> Result<SnapshotHeader, SnapshotFileError> {
+        SnapshotHeader::decode_inner(h).map_err(|e| match e {
+            HeaderError::Corrupt(reason) => corrupt(path, reason),
+            HeaderError::Version(version) => {
+                SnapshotFileError::UnsupportedVersion { file: path.to_path_buf(), version }
+            }
+        })
+    }
+
+    fn decode_inner(h: &[u8]) -> Result<SnapshotHeader, HeaderError> {
         if h.len() < SNAPSHOT_HEADER_LEN {
-            return Err(format!("header truncated: {} of {SNAPSHOT_HEADER_LEN} bytes", h.len()));
+            return Err(HeaderError::Corrupt(format!(
+                "header truncated: {} of {SNAPSHOT_HEADER_LEN} bytes",
+                h.len()
+            )));
         }
         if h[0..4] != SNAPSHOT_MAGIC {
-            return Err(format!("bad magic {:02x?}, expected \"BRSS\"", &h[0..4]));
+            return Err(HeaderError::Corrupt(format!(
+                "bad magic {:02x?}, expected \"BRSS\"",
+                &h[0..4]
+            )));
         }
         let le32 = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
         let le64 = |at: usize| {
@@ -146,15 +212,13 @@ impl SnapshotHeader {
         let stored = le32(44);
         let crc = crc32c::crc32c(&h[0..44]);
         if stored != crc {
-            return Err(format!(
+            return Err(HeaderError::Corrupt(format!(
                 "header checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"
-            ));
+            )));
         }
         let version = le32(4);
         if version != SNAPSHOT_FILE_VERSION {
-            return Err(format!(
-                "unsupported snapshot file version {version}, this build reads {SNAPSHOT_FILE_VERSION}"
-            ));
+            return Err(HeaderError::Version(version));
         }
         let mut hash = [0u8; 16];
         hash.copy_from_slice(&h[16..32]);
@@ -185,14 +249,49 @@ fn sync_dir(dir: &Path) -> Result<(), SnapshotFileError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync directory", dir))
 }
 
-/// Serialize a snapshot into the payload format.
-pub fn encode_snapshot(snapshot: &Snapshot) -> Result<Vec<u8>, SnapshotFileError> {
-    postcard::to_stdvec(snapshot).map_err(|e| SnapshotFileError::Encode(e.to_string()))
+/// The payload as written (borrowed).
+#[derive(Serialize)]
+struct PayloadRef<'a> {
+    engine: &'a Snapshot,
+    last_references: &'a [(u64, u64)],
 }
 
-/// Write the snapshot of the state after record `seq`, with its `state_hash`, atomically into
-/// `dir` (created if missing): `.tmp` file → header + payload → `fsync` → rename → `fsync` the
-/// directory. Returns the final path. Replaces an existing snapshot at the same `seq`.
+/// The payload as read.
+#[derive(Deserialize)]
+struct Payload {
+    engine: Snapshot,
+    last_references: Vec<(u64, u64)>,
+}
+
+/// What a snapshot file holds, as [`read_snapshot`] returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotContents {
+    /// The last journal record applied.
+    pub seq: u64,
+    /// The engine's state hash at `seq`.
+    pub state_hash: u128,
+    /// The engine state.
+    pub snapshot: Snapshot,
+    /// The last-reference table at `seq`: `(source, reference)`, sources strictly increasing.
+    pub last_references: Vec<(u64, u64)>,
+}
+
+/// Serialize an engine snapshot and a last-reference table (in increasing source order, as
+/// [`check_entries`] requires) into the payload format.
+pub fn encode_snapshot(
+    snapshot: &Snapshot,
+    last_references: &[(u64, u64)],
+) -> Result<Vec<u8>, SnapshotFileError> {
+    check_entries(last_references).map_err(SnapshotFileError::Encode)?;
+    postcard::to_stdvec(&PayloadRef { engine: snapshot, last_references })
+        .map_err(|e| SnapshotFileError::Encode(e.to_string()))
+}
+
+/// Write the snapshot of the state after record `seq`, with its `state_hash` and the
+/// last-reference table then (`(source, reference)` in increasing source order), atomically
+/// into `dir` (created if missing): `.tmp` file → header + payload → `fsync` → rename →
+/// `fsync` the directory. Returns the final path. Replaces an existing snapshot at the same
+/// `seq`.
 ///
 /// Needs no engine: it can run on a background thread while the engine goes on.
 pub fn write_snapshot(
@@ -200,8 +299,9 @@ pub fn write_snapshot(
     seq: u64,
     state_hash: u128,
     snapshot: &Snapshot,
+    last_references: &[(u64, u64)],
 ) -> Result<PathBuf, SnapshotFileError> {
-    let payload = encode_snapshot(snapshot)?;
+    let payload = encode_snapshot(snapshot, last_references)?;
     write_snapshot_payload(dir, seq, state_hash, &payload)
 }
 
@@ -263,17 +363,16 @@ pub fn read_snapshot_header(path: &Path) -> Result<SnapshotHeader, SnapshotFileE
         .take(SNAPSHOT_HEADER_LEN as u64)
         .read_to_end(&mut h)
         .map_err(io_err("read snapshot", path))?;
-    SnapshotHeader::decode(&h).map_err(|r| corrupt(path, r))
+    SnapshotHeader::decode(&h, path)
 }
 
-/// Read a snapshot file and check it (see the [module docs](self#invariants-and-checks)):
-/// `(seq, state_hash, snapshot)`.
-pub fn read_snapshot(path: &Path) -> Result<(u64, u128, Snapshot), SnapshotFileError> {
+/// Read a snapshot file and check it (see the [module docs](self#invariants-and-checks)).
+pub fn read_snapshot(path: &Path) -> Result<SnapshotContents, SnapshotFileError> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(io_err("read snapshot", path))?;
-    let header = SnapshotHeader::decode(&bytes).map_err(|r| corrupt(path, r))?;
+    let header = SnapshotHeader::decode(&bytes, path)?;
     if let Some(seq) = path.file_name().and_then(|n| n.to_str()).and_then(parse_name) {
         if seq != header.seq {
             return Err(corrupt(
@@ -299,10 +398,22 @@ pub fn read_snapshot(path: &Path) -> Result<(u64, u128, Snapshot), SnapshotFileE
             ),
         ));
     }
-    let snapshot = postcard::from_bytes::<Snapshot>(payload).map_err(|e| {
+    let (decoded, rest) = postcard::take_from_bytes::<Payload>(payload).map_err(|e| {
         corrupt(path, format!("payload has a good checksum but does not decode: {e}"))
     })?;
-    Ok((header.seq, header.state_hash, snapshot))
+    if !rest.is_empty() {
+        return Err(corrupt(
+            path,
+            format!("payload has a good checksum but {} bytes follow the table", rest.len()),
+        ));
+    }
+    check_entries(&decoded.last_references).map_err(|r| corrupt(path, r))?;
+    Ok(SnapshotContents {
+        seq: header.seq,
+        state_hash: header.state_hash,
+        snapshot: decoded.engine,
+        last_references: decoded.last_references,
+    })
 }
 
 /// Delete all but the newest `keep` snapshots in `dir` (oldest first), then `fsync` the
@@ -364,6 +475,8 @@ pub struct LoadedSnapshot {
     pub state_hash: u128,
     /// The state.
     pub snapshot: Snapshot,
+    /// The last-reference table at `seq` (sources strictly increasing).
+    pub last_references: Vec<(u64, u64)>,
 }
 
 /// Load the newest snapshot in `dir` that reads and checks cleanly (`None` if there is none),
@@ -379,8 +492,9 @@ pub fn load_newest_snapshot(
     let mut skipped = Vec::new();
     for info in list_snapshots(dir)?.into_iter().rev() {
         match read_snapshot(&info.path) {
-            Ok((seq, state_hash, snapshot)) => {
-                let loaded = LoadedSnapshot { path: info.path, seq, state_hash, snapshot };
+            Ok(SnapshotContents { seq, state_hash, snapshot, last_references }) => {
+                let loaded =
+                    LoadedSnapshot { path: info.path, seq, state_hash, snapshot, last_references };
                 return Ok((Some(loaded), skipped));
             }
             Err(e) => skipped.push((info.path, e)),

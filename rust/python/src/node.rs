@@ -12,10 +12,13 @@
 //! they are released, so a thread waiting for a lock never holds the GIL someone needs.
 
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bourse_engine::{AccountId, AssetId, Command, MarketId};
+use bourse_gateway::protocol::SessionKind;
+use bourse_gateway::server::{Gateway, GatewayConfig};
+use bourse_gateway::session::SessionKinds;
 use bourse_node::journal::{self, JournalError, ReadMode};
 use bourse_node::{recovery, Ack, Client, CommandEvents, Durability, Node, NodeConfig, NodeStats};
 use bourse_node::{RecoveryReport, SubmitError};
@@ -27,6 +30,33 @@ use crate::{command_from_py, parse_side, run_tool, Error, Result};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn no_gateway() -> Error {
+    Error::Node("no gateway is running (call start_gateway first)".to_owned())
+}
+
+fn gateway_error(e: bourse_gateway::server::GatewayError) -> Error {
+    match e {
+        bourse_gateway::server::GatewayError::Node(n) => n.into(),
+        other => Error::Node(other.to_string()),
+    }
+}
+
+/// Take the node back from its last other owners (a gateway's replay workers, which end as
+/// soon as their sessions are gone).
+fn sole_owner(mut node: Arc<Node>) -> Result<Node> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Arc::try_unwrap(node) {
+            Ok(node) => return Ok(node),
+            Err(shared) if Instant::now() < deadline => {
+                node = shared;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => return Err(Error::Node("the node is still in use; cannot stop it".into())),
+        }
+    }
 }
 
 fn stopped() -> Error {
@@ -184,8 +214,10 @@ impl Submitter {
 #[pyclass(name = "Node", module = "controlplane._engine", frozen)]
 pub struct PyNode {
     /// `None` once stopped. Held for reading by every call (GIL released), for writing by
-    /// `stop`.
-    node: RwLock<Option<Node>>,
+    /// `stop`. Shared with the gateway (and its replay workers) while one runs.
+    node: RwLock<Option<Arc<Node>>>,
+    /// The binary gateway, once started.
+    gateway: Mutex<Option<Gateway>>,
     submitter: Mutex<Option<Submitter>>,
     recovery: RecoveryReport,
     ring_capacity: usize,
@@ -202,7 +234,7 @@ impl PyNode {
     {
         py.detach(|| {
             let guard = self.node.read().unwrap_or_else(PoisonError::into_inner);
-            let node = guard.as_ref().ok_or_else(stopped)?;
+            let node = guard.as_deref().ok_or_else(stopped)?;
             f(node)
         })
     }
@@ -236,7 +268,8 @@ impl PyNode {
         })?;
         let recovery = node.recovery().clone();
         Ok(PyNode {
-            node: RwLock::new(Some(node)),
+            node: RwLock::new(Some(Arc::new(node))),
+            gateway: Mutex::new(None),
             // References start at the recovered next sequence number: every command takes a
             // sequence number, so they never repeat across restarts.
             submitter: Mutex::new(Some(Submitter { client, next_correlation: recovery.next_seq })),
@@ -362,7 +395,10 @@ impl PyNode {
             if let Some(stats) = &*last {
                 return Ok(stats.clone());
             }
-            // Ask the node to stop first: a reader waiting in `events` (holding the read lock)
+            // The gateway first: its sessions end, and their cancel-on-disconnect commands
+            // reach the journal before the node stops.
+            let gateway_result = lock(&self.gateway).take().map(Gateway::stop);
+            // Then ask the node to stop: a reader waiting in `events` (holding the read lock)
             // and a submission in progress return promptly instead of running to their
             // timeouts.
             if let Some(node) = self.node.read().unwrap_or_else(PoisonError::into_inner).as_ref() {
@@ -372,6 +408,10 @@ impl PyNode {
             lock(&self.submitter).take();
             let node = self.node.write().unwrap_or_else(PoisonError::into_inner).take();
             let Some(node) = node else { return Err(stopped()) };
+            let node = sole_owner(node)?;
+            if let Some(Err(e)) = gateway_result {
+                eprintln!("bourse: gateway stop: {e}");
+            }
             let before = node.stats();
             match node.stop() {
                 Ok(stats) => {
@@ -388,6 +428,101 @@ impl PyNode {
                     })
                 }
             }
+        })?;
+        Ok(pythonize(py, &stats)?)
+    }
+
+    /// Start the binary gateway (docs/protocol.md) in front of this node. `config` is the
+    /// gateway config dict (`listen` = "host:port", port 0 for any; throttles, buffers, …),
+    /// unknown keys rejected. Returns `{"host", "port"}` it listens on.
+    #[pyo3(signature = (config = None))]
+    fn start_gateway<'py>(
+        &self,
+        py: Python<'py>,
+        config: Option<&Bound<'py, PyAny>>,
+    ) -> Result<Bound<'py, PyDict>> {
+        let config: GatewayConfig = match config {
+            None => GatewayConfig::default(),
+            Some(c) => depythonize(c)
+                .map_err(|e| Error::Node(format!("invalid gateway configuration: {e}")))?,
+        };
+        let addr = py.detach(|| -> Result<std::net::SocketAddr> {
+            let mut slot = lock(&self.gateway);
+            if slot.is_some() {
+                return Err(Error::Node("the gateway is already running".into()));
+            }
+            let node = self.node.read().unwrap_or_else(PoisonError::into_inner);
+            let node = node.as_ref().ok_or_else(stopped)?.clone();
+            let gateway = Gateway::start(node, config).map_err(gateway_error)?;
+            let addr = gateway.local_addr();
+            *slot = Some(gateway);
+            Ok(addr)
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("host", addr.ip().to_string())?;
+        d.set_item("port", addr.port())?;
+        Ok(d)
+    }
+
+    /// Add (or replace) an API key of the gateway: `secret` (bytes) signs logins, `account`
+    /// is what it trades for, `kinds` the session kinds it may open (`order_entry`,
+    /// `drop_copy`, `market_data`; all by default).
+    #[pyo3(signature = (key_id, secret, account, kinds = None))]
+    fn add_api_key(
+        &self,
+        py: Python<'_>,
+        key_id: u64,
+        secret: Vec<u8>,
+        account: u64,
+        kinds: Option<Vec<String>>,
+    ) -> Result<()> {
+        let kinds = match kinds {
+            None => SessionKinds::ALL,
+            Some(names) => names.iter().try_fold(SessionKinds::NONE, |set, name| {
+                let kind = match name.as_str() {
+                    "order_entry" => SessionKind::OrderEntry,
+                    "drop_copy" => SessionKind::DropCopy,
+                    "market_data" => SessionKind::MarketData,
+                    other => {
+                        return Err(Error::Argument(format!(
+                            "unknown session kind {other:?} (order_entry, drop_copy, market_data)"
+                        )))
+                    }
+                };
+                Ok(set.with(kind))
+            })?,
+        };
+        py.detach(|| {
+            let gateway = lock(&self.gateway);
+            let gateway = gateway.as_ref().ok_or_else(no_gateway)?;
+            gateway.add_key(key_id, &secret, AccountId(account), kinds).map_err(gateway_error)
+        })
+    }
+
+    /// Revoke an API key: no new logins; its sessions end (`EndOfSession Administrative`).
+    /// Returns whether the key existed.
+    fn revoke_api_key(&self, py: Python<'_>, key_id: u64) -> Result<bool> {
+        py.detach(|| {
+            let gateway = lock(&self.gateway);
+            Ok(gateway.as_ref().ok_or_else(no_gateway)?.revoke_key(key_id))
+        })
+    }
+
+    /// The gateway's counters.
+    fn gateway_stats<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyAny>> {
+        let stats = py.detach(|| {
+            let gateway = lock(&self.gateway);
+            Ok::<_, Error>(gateway.as_ref().ok_or_else(no_gateway)?.stats())
+        })?;
+        Ok(pythonize(py, &stats)?)
+    }
+
+    /// Stop the gateway (sessions end with `EndOfSession Shutdown`; cancel-on-disconnect
+    /// fires); the node keeps running. Returns the final counters.
+    fn stop_gateway<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyAny>> {
+        let stats = py.detach(|| {
+            let gateway = lock(&self.gateway).take().ok_or_else(no_gateway)?;
+            gateway.stop().map_err(gateway_error)
         })?;
         Ok(pythonize(py, &stats)?)
     }

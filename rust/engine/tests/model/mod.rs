@@ -242,7 +242,7 @@ impl Model {
             Command::Withdraw { account, asset, amount } => self.withdraw(account, asset, amount),
             Command::PlaceOrder(ref o) => self.place(o),
             Command::CancelOrder { account, order } => self.cancel(account, order),
-            Command::CancelAll { account, market } => self.cancel_all(account, market),
+            Command::CancelAll { account, market, side } => self.cancel_all(account, market, side),
             Command::AmendOrder { account, order, new_price, new_quantity } => {
                 self.amend(account, order, new_price, new_quantity)
             }
@@ -658,8 +658,13 @@ impl Model {
             taker_order_id: t.id,
             maker_account: maker.account,
             taker_account: t.account,
+            maker_client_order_id: maker.client_id,
+            taker_client_order_id: t.client_id,
             maker_fee,
             taker_fee,
+            maker_leaves_quantity: maker.leaves - qty,
+            // A buy by quote amount has no base quantity to count down: the spec says 0.
+            taker_leaves_quantity: if t.unbounded { 0 } else { t.leaves - qty },
         });
         t.filled = fits(u128::from(t.filled) + u128::from(qty), "filled quantity");
         if !t.unbounded {
@@ -1021,9 +1026,12 @@ impl Model {
             side: o.side,
             order_type: o.order_type,
             time_in_force: if is_market { TimeInForce::Ioc } else { o.time_in_force },
+            post_only: o.post_only,
+            stp: o.stp,
             price: o.price,
             quantity: o.quantity,
             quote_quantity: o.quote_quantity,
+            reserve_price: o.reserve_price,
         });
         if !fillable {
             self.done(&t, DoneReason::FokUnfilled);
@@ -1056,7 +1064,12 @@ impl Model {
         Ok(())
     }
 
-    fn cancel_all(&mut self, account: AccountId, market: Option<MarketId>) -> Result<(), Rej> {
+    fn cancel_all(
+        &mut self,
+        account: AccountId,
+        market: Option<MarketId>,
+        side: Option<Side>,
+    ) -> Result<(), Rej> {
         self.trader(account)?;
         if let Some(mk) = market {
             if !self.markets.contains_key(&mk) {
@@ -1066,13 +1079,17 @@ impl Model {
         let ids: Vec<OrderId> = self
             .orders
             .values()
-            .filter(|o| o.account == account && market.is_none_or(|mk| o.market == mk))
+            .filter(|o| {
+                o.account == account
+                    && market.is_none_or(|mk| o.market == mk)
+                    && side.is_none_or(|sd| o.side == sd)
+            })
             .map(|o| o.id)
             .collect();
         for &id in &ids {
             self.cancel_resting(id, DoneReason::Cancelled);
         }
-        self.out.push(Event::MassCancelled { account, market, count: ids.len() as u32 });
+        self.out.push(Event::MassCancelled { account, market, side, count: ids.len() as u32 });
         Ok(())
     }
 
@@ -1151,6 +1168,7 @@ impl Model {
                 order_id: id,
                 account,
                 market: o.market,
+                client_order_id: o.client_id,
                 price,
                 leaves_quantity: qty,
                 kept_priority: true,
@@ -1170,6 +1188,7 @@ impl Model {
             order_id: id,
             account,
             market: o.market,
+            client_order_id: o.client_id,
             price,
             leaves_quantity: qty,
             kept_priority: false,

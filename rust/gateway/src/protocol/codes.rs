@@ -323,7 +323,7 @@ codes! {
         NotPermitted = 103,
         /// The node could not take the request now (its queue is full); retry later.
         ServerBusy = 104,
-        /// The request uses a feature this server does not support (a mass cancel by side); the book was not touched.
+        /// The request uses a feature this server does not support; the book was not touched.
         Unsupported = 105,
     }
 }

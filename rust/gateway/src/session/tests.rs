@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::protocol::{
-    AmendOrder, CancelOrder, LoginFlags, Logout, MassCancel, NewOrder, Signature,
+    AmendOrder, CancelOrder, LoginFlags, Logout, MassCancel, NewOrder, SideFilter, Signature,
 };
 
 const SECRET: &[u8] = b"super secret key bytes";
@@ -326,19 +326,45 @@ fn requests_map_to_engine_commands_for_the_account() {
     assert_eq!(
         step(&mut s, mass, T0 + 1_000 * MS, &keys),
         vec![Action::Submit {
-            command: Command::CancelAll { account: ACCOUNT, market: Some(MarketId(1)) },
+            command: Command::CancelAll { account: ACCOUNT, market: Some(MarketId(1)), side: None },
             client_ref: 4,
             key_id: KEY
         }]
     );
-    // By side: the engine cannot; refused, and the client_ref is not consumed.
-    let by_side =
+    // By side, in every market or in one: the engine's CancelAll takes the side filter.
+    let sells =
         Message::MassCancel(MassCancel { client_ref: 5, market: None, side: SideFilter::Sell });
     assert_eq!(
-        order_reject(&step(&mut s, by_side, T0 + 1_000 * MS, &keys)),
-        RejectCode::Unsupported
+        step(&mut s, sells, T0 + 2_000 * MS, &keys),
+        vec![Action::Submit {
+            command: Command::CancelAll { account: ACCOUNT, market: None, side: Some(Side::Sell) },
+            client_ref: 5,
+            key_id: KEY
+        }]
     );
-    assert_eq!(submits(&step(&mut s, new_order(5), T0 + 2_000 * MS, &keys)), 1);
+    let buys = Message::MassCancel(MassCancel {
+        client_ref: 6,
+        market: Some(MarketId(2)),
+        side: SideFilter::Buy,
+    });
+    assert_eq!(
+        step(&mut s, buys, T0 + 3_000 * MS, &keys),
+        vec![Action::Submit {
+            command: Command::CancelAll {
+                account: ACCOUNT,
+                market: Some(MarketId(2)),
+                side: Some(Side::Buy)
+            },
+            client_ref: 6,
+            key_id: KEY
+        }]
+    );
+    // A submitted mass cancel by side consumes its client_ref like any request.
+    assert_eq!(
+        order_reject(&step(&mut s, new_order(6), T0 + 4_000 * MS, &keys)),
+        RejectCode::DuplicateClientRef
+    );
+    assert_eq!(submits(&step(&mut s, new_order(7), T0 + 5_000 * MS, &keys)), 1);
 }
 
 #[test]

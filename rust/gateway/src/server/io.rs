@@ -1,0 +1,1157 @@
+//! The I/O thread: connections, sessions, submission and routing (see the [module
+//! docs](super)).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bourse_engine::{AccountId, Command, LevelView, MarketId, OrderRef, Side};
+use bourse_node::{Client, CommandEvents, Node, SubmitError, Subscription};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use rustc_hash::FxHashMap;
+
+use super::keys::{KeyRegistry, KeysView};
+use super::md::{MdMarket, MdOutput, MdState};
+use super::render::{account_messages, request_template};
+use super::replay::{self, ReplayJob, ReplayMsg};
+use super::{sides, Control, Counters, GatewayConfig, GatewayError, MdSub};
+use crate::protocol::{
+    stream_seq, EndOfSession, EndReason, FeedKind, FrameDecoder, MdRetransmitReply,
+    MdRetransmitRequest, MdSnapshotEnd, MdSnapshotLevel, MdSnapshotOrder, MdSnapshotStart,
+    MdSubscribe, MdSubscribeRejected, Message, Nonce, OrderRejected, ProtocolError,
+    ProtocolErrorCode, RejectCode, RetransmitStatus, SessionKind, SubscribeRejectReason,
+};
+use crate::session::{Action, ApiKey, KeyStore, Session, SessionConfig, SessionState};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+/// Commands routed per turn of the loop at most (then sockets are served again).
+const ROUTE_BURST: usize = 1024;
+/// How often sessions are ticked (heartbeats, timeouts).
+const TICK: Duration = Duration::from_millis(5);
+/// How long a closing connection may take to drain its last bytes.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long `stop` waits for cancel-on-disconnect commands to be acknowledged.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub(super) fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// Append one encoded frame to `out`.
+pub fn push_frame(out: &mut Vec<u8>, m: &Message) {
+    let start = out.len();
+    out.resize(start + m.frame_len(), 0);
+    m.encode(&mut out[start..]).expect("the buffer was sized to the frame");
+}
+
+/// The key store a login consults: the key table plus the router's position.
+struct LoginStore<'a> {
+    keys: KeysView<'a>,
+    /// The first node sequence number not yet routed.
+    live_node_seq: u64,
+    /// The oldest node sequence number the event log can replay (asked of the node only
+    /// for a Login that resumes).
+    first_available: u64,
+}
+
+impl KeyStore for LoginStore<'_> {
+    fn key(&self, key_id: u64) -> Option<ApiKey<'_>> {
+        self.keys.key(key_id)
+    }
+
+    fn claim_nonce(&self, nonce: &Nonce) -> bool {
+        self.keys.claim_nonce(nonce)
+    }
+
+    fn resolve_next_seq(&self, _account: AccountId, next_seq: u64) -> Option<u64> {
+        let live = stream_seq(self.live_node_seq, 0);
+        if next_seq == 0 {
+            return Some(live);
+        }
+        let node_seq = next_seq >> 16;
+        (node_seq >= self.first_available.max(1) && node_seq <= self.live_node_seq)
+            .then_some(next_seq)
+    }
+
+    fn claim_session(&self, key_id: u64, kind: SessionKind) -> bool {
+        self.keys.claim_session(key_id, kind)
+    }
+}
+
+/// A logged-in session's identity.
+#[derive(Clone, Copy, Debug)]
+struct LoggedIn {
+    key_id: u64,
+    account: AccountId,
+    kind: SessionKind,
+}
+
+/// A resuming session's replay.
+struct Replay {
+    rx: Receiver<ReplayMsg>,
+    /// Live messages that arrived during the replay, sent after it.
+    pending: Vec<u8>,
+}
+
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    session: Session,
+    decoder: FrameDecoder,
+    out: Vec<u8>,
+    written: usize,
+    /// Set once the connection is to be closed: after the output drains, or at the deadline.
+    closing: Option<Instant>,
+    login: Option<LoggedIn>,
+    replay: Option<Replay>,
+    subs: Vec<MdSub>,
+    /// The highest client_ref this connection submitted.
+    max_client_ref: u64,
+    queued_for_flush: bool,
+}
+
+impl Conn {
+    fn pending_bytes(&self) -> usize {
+        self.out.len() - self.written + self.replay.as_ref().map_or(0, |r| r.pending.len())
+    }
+}
+
+pub(super) struct Io {
+    poll: Poll,
+    listener: TcpListener,
+    waker: Arc<Waker>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    node: Arc<Node>,
+    client: Client,
+    feed: Subscription,
+    /// The first node sequence number not yet routed.
+    next_seq: u64,
+    keys: Arc<KeyRegistry>,
+    md: MdState,
+    account_conns: FxHashMap<AccountId, Vec<usize>>,
+    market_subs: FxHashMap<MarketId, Vec<usize>>,
+    replaying: Vec<usize>,
+    flush: Vec<usize>,
+    control: Receiver<Control>,
+    config: GatewayConfig,
+    session_config: SessionConfig,
+    counters: Arc<Counters>,
+    actions: Vec<Action>,
+    routed: Vec<(AccountId, Message)>,
+    md_out: Vec<(MarketId, MdOutput)>,
+    in_flight: u64,
+    /// Cancel-on-disconnect commands the node's ring refused; retried every turn.
+    pending_cod: Vec<(u64, AccountId)>,
+    next_session_id: u64,
+    stopping: bool,
+}
+
+/// The order fields a session-level reject names, from the command.
+fn command_ids(command: &Command) -> (u64, u64) {
+    let by_ref = |r: OrderRef| match r {
+        OrderRef::Id(id) => (id, 0),
+        OrderRef::Client(c) => (0, c),
+    };
+    match *command {
+        Command::PlaceOrder(o) => (0, o.client_order_id),
+        Command::CancelOrder { order, .. } | Command::AmendOrder { order, .. } => by_ref(order),
+        _ => (0, 0),
+    }
+}
+
+impl Io {
+    pub(super) fn new(
+        node: Arc<Node>,
+        config: GatewayConfig,
+        keys: Arc<KeyRegistry>,
+        counters: Arc<Counters>,
+        control: Receiver<Control>,
+    ) -> Result<(Io, Arc<Waker>, SocketAddr), GatewayError> {
+        let std_listener = std::net::TcpListener::bind(&config.listen)?;
+        std_listener.set_nonblocking(true)?;
+        let local_addr = std_listener.local_addr()?;
+        let mut listener = TcpListener::from_std(std_listener);
+        let poll = Poll::new()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        // Subscribe first, then read the published position, then cut the market-data state:
+        // the router starts at `published + 1`, fills any gap before the subscription's first
+        // entry from the event log, and skips book changes the seeded state already has.
+        let feed = node.subscribe(config.event_ring)?;
+        let published = node.stats().published_seq;
+        let mut md = MdState::new(config.md_retention);
+        let markets = node.query(|e| {
+            e.markets()
+                .into_iter()
+                .filter_map(|m| {
+                    let v = e.market(m)?;
+                    let levels = |side| -> Vec<(u64, u64, u32)> {
+                        e.depth(m, side, usize::MAX)
+                            .into_iter()
+                            .map(|l: LevelView| (l.price, l.quantity, l.orders))
+                            .collect()
+                    };
+                    Some((m, v.status, v.book_seq, levels(Side::Buy), levels(Side::Sell)))
+                })
+                .collect::<Vec<_>>()
+        })?;
+        for (m, status, book_seq, bids, asks) in markets {
+            md.seed(m, MdMarket::new(status, book_seq, &bids, &asks));
+        }
+        let client = node.client()?;
+        let session_config = config.session_config();
+        let io = Io {
+            poll,
+            listener,
+            waker: waker.clone(),
+            conns: Vec::new(),
+            free: Vec::new(),
+            node,
+            client,
+            feed,
+            next_seq: published + 1,
+            keys,
+            md,
+            account_conns: FxHashMap::default(),
+            market_subs: FxHashMap::default(),
+            replaying: Vec::new(),
+            flush: Vec::new(),
+            control,
+            config,
+            session_config,
+            counters,
+            actions: Vec::new(),
+            routed: Vec::new(),
+            md_out: Vec::new(),
+            in_flight: 0,
+            pending_cod: Vec::new(),
+            next_session_id: now_ns(),
+            stopping: false,
+        };
+        Ok((io, waker, local_addr))
+    }
+
+    pub(super) fn run(mut self) {
+        if let Err(e) = bourse_node::affinity::pin_current_thread(self.config.core) {
+            eprintln!("bourse-gateway: cannot pin the I/O thread: {e}");
+        }
+        let mut events = Events::with_capacity(1024);
+        let spin = Duration::from_micros(self.config.spin_us);
+        let idle = Duration::from_micros(self.config.idle_poll_us);
+        let mut last_activity = Instant::now();
+        let mut last_tick = Instant::now();
+        loop {
+            let busy = self.in_flight > 0
+                || !self.pending_cod.is_empty()
+                || !self.replaying.is_empty()
+                || last_activity.elapsed() < spin;
+            let timeout = if busy { Duration::ZERO } else { idle };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != ErrorKind::Interrupted {
+                    eprintln!("bourse-gateway: poll failed: {e}; stopping");
+                    break;
+                }
+            }
+            let mut active = !events.is_empty();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(i) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(i);
+                        }
+                        if event.is_writable() {
+                            self.queue_flush(i);
+                        }
+                    }
+                }
+            }
+            while let Ok(c) = self.control.try_recv() {
+                match c {
+                    Control::Revoke(key_id) => self.end_sessions_of(Some(key_id)),
+                    Control::Stop => self.stopping = true,
+                }
+            }
+            if self.stopping {
+                self.shutdown();
+                return;
+            }
+            while self.client.try_ack().is_some() {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                active = true;
+            }
+            self.retry_cancel_on_disconnect();
+            active |= self.route();
+            active |= self.pump_replays();
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                self.tick();
+            }
+            self.flush_all();
+            if active {
+                last_activity = Instant::now();
+            }
+        }
+    }
+
+    // ---- Connections ---------------------------------------------------------------------
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, peer)) => {
+                    self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    let open = self.conns.len() - self.free.len();
+                    if open >= self.config.max_sessions {
+                        continue; // dropped: closes the connection
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let i = self.free.pop().unwrap_or_else(|| {
+                        self.conns.push(None);
+                        self.conns.len() - 1
+                    });
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if self.poll.registry().register(&mut stream, Token(i), interest).is_err() {
+                        self.free.push(i);
+                        continue;
+                    }
+                    let mut nonce = [0u8; 32];
+                    if getrandom::fill(&mut nonce).is_err() {
+                        eprintln!("bourse-gateway: no randomness for a nonce; refusing {peer}");
+                        let _ = self.poll.registry().deregister(&mut stream);
+                        self.free.push(i);
+                        continue;
+                    }
+                    self.next_session_id += 1;
+                    let now = now_ns();
+                    let (session, challenge) =
+                        Session::new(self.session_config, self.next_session_id, nonce, now);
+                    let mut conn = Conn {
+                        stream,
+                        peer,
+                        session,
+                        decoder: FrameDecoder::default(),
+                        out: Vec::new(),
+                        written: 0,
+                        closing: None,
+                        login: None,
+                        replay: None,
+                        subs: Vec::new(),
+                        max_client_ref: 0,
+                        queued_for_flush: false,
+                    };
+                    push_frame(&mut conn.out, &Message::Challenge(challenge));
+                    self.conns[i] = Some(conn);
+                    self.counters.active.fetch_add(1, Ordering::Relaxed);
+                    self.queue_flush(i);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    eprintln!("bourse-gateway: accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn conn(&mut self, i: usize) -> Option<&mut Conn> {
+        self.conns.get_mut(i).and_then(Option::as_mut)
+    }
+
+    /// Read everything available (the poller is edge-triggered) and handle each message.
+    fn read(&mut self, i: usize) {
+        loop {
+            let Some(conn) = self.conn(i) else { return };
+            if conn.closing.is_some() {
+                // Discard what a closing session still sends.
+                let mut sink = [0u8; 4096];
+                match conn.stream.read(&mut sink) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+            let spare = conn.decoder.spare();
+            match conn.stream.read(spare) {
+                Ok(0) => return self.lost(i),
+                Ok(n) => {
+                    conn.decoder.commit(n);
+                    self.drain_frames(i);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return self.lost(i),
+            }
+        }
+    }
+
+    fn drain_frames(&mut self, i: usize) {
+        loop {
+            let Some(conn) = self.conn(i) else { return };
+            if conn.closing.is_some() {
+                return;
+            }
+            let decoded = match conn.decoder.next_frame() {
+                Ok(None) => return,
+                Ok(Some(frame)) => match Message::decode(frame) {
+                    Ok(m) => Ok(m),
+                    Err(e) => {
+                        let template = if frame.len() >= 4 {
+                            u16::from_le_bytes([frame[2], frame[3]])
+                        } else {
+                            0
+                        };
+                        let offset = match e {
+                            crate::protocol::DecodeError::InvalidValue { offset, .. } => {
+                                offset as u16
+                            }
+                            _ => 0,
+                        };
+                        Err(ProtocolError { reason: (&e).into(), template_id: template, offset })
+                    }
+                },
+                Err(e) => Err(ProtocolError { reason: (&e).into(), template_id: 0, offset: 0 }),
+            };
+            self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+            match decoded {
+                Ok(m) => self.on_message(i, m),
+                Err(error) => return self.protocol_failure(i, error),
+            }
+        }
+    }
+
+    fn on_message(&mut self, i: usize, msg: Message) {
+        let now = now_ns();
+        let mut actions = std::mem::take(&mut self.actions);
+        actions.clear();
+        let was_logged_in;
+        {
+            let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else { return };
+            was_logged_in = conn.session.state() == SessionState::LoggedIn;
+            let first_available = match msg {
+                Message::Login(l) if l.next_seq != 0 => {
+                    self.node.first_available_seq().unwrap_or(u64::MAX)
+                }
+                _ => 1,
+            };
+            let store = LoginStore {
+                keys: self.keys.view(),
+                live_node_seq: self.next_seq,
+                first_available,
+            };
+            conn.session.on_message(&msg, now, &store, &mut actions);
+            if !was_logged_in && conn.session.state() == SessionState::LoggedIn {
+                if let Message::Login(login) = msg {
+                    let who = LoggedIn {
+                        key_id: login.key_id,
+                        account: conn.session.account().unwrap_or(AccountId(0)),
+                        kind: login.session_kind,
+                    };
+                    conn.login = Some(who);
+                }
+            }
+        }
+        if let Message::Login(_) = msg {
+            self.after_login(i, was_logged_in);
+        }
+        self.run_actions(i, &actions, now);
+        self.actions = actions;
+    }
+
+    fn after_login(&mut self, i: usize, was_logged_in: bool) {
+        let Some(conn) = self.conn(i) else { return };
+        if was_logged_in {
+            return;
+        }
+        match conn.login {
+            Some(who) => {
+                self.counters.logins.fetch_add(1, Ordering::Relaxed);
+                if who.kind != SessionKind::MarketData {
+                    self.account_conns.entry(who.account).or_default().push(i);
+                }
+            }
+            None => {
+                self.counters.login_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn run_actions(&mut self, i: usize, actions: &[Action], now: u64) {
+        for action in actions {
+            match *action {
+                Action::Send(m) => self.send(i, &m),
+                Action::Submit { command, client_ref, key_id } => {
+                    self.submit(i, command, client_ref, key_id, now)
+                }
+                Action::Replay { from_seq } => self.start_replay(i, from_seq),
+                Action::Subscribe(s) => self.subscribe(i, s),
+                Action::Unsubscribe(u) => self.unsubscribe(i, u.market),
+                Action::Retransmit(r) => self.retransmit(i, r),
+                Action::CancelOnDisconnect { account } => {
+                    let key_id = self.conn(i).and_then(|c| c.login).map_or(0, |l| l.key_id);
+                    self.counters.cancel_on_disconnect.fetch_add(1, Ordering::Relaxed);
+                    self.pending_cod.push((key_id, account));
+                    self.retry_cancel_on_disconnect();
+                }
+                Action::SessionEnded { key_id, kind } => {
+                    self.keys.release_session(key_id, kind);
+                    if let Some(conn) = self.conn(i) {
+                        let max = conn.max_client_ref;
+                        self.keys.note_client_ref(key_id, max);
+                    }
+                    self.detach(i);
+                }
+                Action::Disconnect(_) => {
+                    if let Some(conn) = self.conn(i) {
+                        conn.closing = Some(Instant::now() + CLOSE_GRACE);
+                    }
+                    self.queue_flush(i);
+                }
+            }
+        }
+    }
+
+    /// Remove a connection from the routing tables (its session is over).
+    fn detach(&mut self, i: usize) {
+        let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else { return };
+        if let Some(who) = conn.login {
+            if let Some(v) = self.account_conns.get_mut(&who.account) {
+                v.retain(|&c| c != i);
+                if v.is_empty() {
+                    self.account_conns.remove(&who.account);
+                }
+            }
+        }
+        for s in conn.subs.drain(..) {
+            if let Some(v) = self.market_subs.get_mut(&s.market) {
+                v.retain(|&c| c != i);
+            }
+        }
+        conn.replay = None;
+        self.replaying.retain(|&c| c != i);
+    }
+
+    fn submit(&mut self, i: usize, command: Command, client_ref: u64, key_id: u64, now: u64) {
+        match self.client.submit_from(key_id, command, client_ref) {
+            Ok(()) => {
+                self.in_flight += 1;
+                self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+                if let Some(conn) = self.conn(i) {
+                    conn.max_client_ref = conn.max_client_ref.max(client_ref);
+                }
+            }
+            Err(SubmitError::Busy(_)) | Err(SubmitError::Stopped) | Err(SubmitError::Timeout) => {
+                self.counters.busy_rejects.fetch_add(1, Ordering::Relaxed);
+                if let Some(conn) = self.conn(i) {
+                    // The session consumed the client_ref; remember it like a submitted one.
+                    conn.max_client_ref = conn.max_client_ref.max(client_ref);
+                }
+                let (order_id, client_order_id) = command_ids(&command);
+                let reject = Message::OrderRejected(OrderRejected {
+                    seq: 0,
+                    timestamp_ns: now,
+                    client_ref,
+                    request_template: request_template(command.kind()).unwrap_or(0),
+                    order_id,
+                    client_order_id,
+                    reason: RejectCode::ServerBusy,
+                });
+                self.send(i, &reject);
+            }
+        }
+    }
+
+    fn retry_cancel_on_disconnect(&mut self) {
+        while let Some(&(key_id, account)) = self.pending_cod.first() {
+            let command = Command::CancelAll { account, market: None, side: None };
+            match self.client.submit_from(key_id, command, 0) {
+                Ok(()) => {
+                    self.in_flight += 1;
+                    self.pending_cod.remove(0);
+                }
+                Err(SubmitError::Busy(_)) => return,
+                Err(e) => {
+                    eprintln!("bourse-gateway: cancel-on-disconnect for {account:?} lost: {e}");
+                    self.pending_cod.remove(0);
+                }
+            }
+        }
+    }
+
+    /// Queue a message for the client (session-level: not held back by a replay).
+    fn send(&mut self, i: usize, m: &Message) {
+        let Some(conn) = self.conn(i) else { return };
+        push_frame(&mut conn.out, m);
+        if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) {
+            c.session.on_sent(now_ns());
+        }
+        self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.queue_flush(i);
+    }
+
+    /// Queue a routed message: behind the replay while one runs; a session whose buffer
+    /// overflows is cut.
+    fn deliver(&mut self, i: usize, m: &Message) {
+        let limit = self.config.outbound_buffer_bytes;
+        let Some(conn) = self.conn(i) else { return };
+        if conn.closing.is_some() {
+            return;
+        }
+        match conn.replay.as_mut() {
+            Some(r) => push_frame(&mut r.pending, m),
+            None => push_frame(&mut conn.out, m),
+        }
+        let over = conn.pending_bytes() > limit;
+        self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
+        if over {
+            self.slow_consumer(i);
+        } else {
+            self.queue_flush(i);
+        }
+    }
+
+    fn slow_consumer(&mut self, i: usize) {
+        self.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        let error =
+            ProtocolError { reason: ProtocolErrorCode::SlowConsumer, template_id: 0, offset: 0 };
+        if let Some(conn) = self.conn(i) {
+            // What is queued will not be read in time anyway: drop it, say why, close.
+            conn.out.clear();
+            conn.written = 0;
+            push_frame(&mut conn.out, &Message::ProtocolError(error));
+        }
+        self.end_session(i, false);
+    }
+
+    /// A decoding failure: say what was wrong, then end the session as a disconnect.
+    fn protocol_failure(&mut self, i: usize, error: ProtocolError) {
+        self.counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
+        self.send(i, &Message::ProtocolError(error));
+        self.end_session(i, false);
+    }
+
+    /// End a session the session itself did not end: cancel-on-disconnect and slot release
+    /// as for a lost connection, then close once the output drains.
+    fn end_session(&mut self, i: usize, immediately: bool) {
+        let now = now_ns();
+        let mut actions = std::mem::take(&mut self.actions);
+        actions.clear();
+        if let Some(conn) = self.conn(i) {
+            conn.session.on_disconnect(now, &mut actions);
+            conn.closing =
+                Some(if immediately { Instant::now() } else { Instant::now() + CLOSE_GRACE });
+        }
+        self.run_actions(i, &actions, now);
+        self.actions = actions;
+        self.queue_flush(i);
+    }
+
+    /// The connection dropped.
+    fn lost(&mut self, i: usize) {
+        self.end_session(i, true);
+        self.close(i);
+    }
+
+    fn close(&mut self, i: usize) {
+        self.detach(i);
+        let Some(mut conn) = self.conns.get_mut(i).and_then(Option::take) else { return };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        self.free.push(i);
+        self.counters.active.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// End every session (of one key, or all) from the server side.
+    fn end_sessions_of(&mut self, key: Option<u64>) {
+        let reason = if key.is_some() { EndReason::Administrative } else { EndReason::Shutdown };
+        for i in 0..self.conns.len() {
+            let Some(conn) = self.conn(i) else { continue };
+            if conn.closing.is_some() {
+                continue;
+            }
+            let matches = match key {
+                None => true,
+                Some(k) => conn.login.is_some_and(|l| l.key_id == k),
+            };
+            if matches {
+                if conn.login.is_some() {
+                    self.send(i, &Message::EndOfSession(EndOfSession { reason }));
+                }
+                self.end_session(i, false);
+            }
+        }
+    }
+
+    fn queue_flush(&mut self, i: usize) {
+        if let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) {
+            if !conn.queued_for_flush {
+                conn.queued_for_flush = true;
+                self.flush.push(i);
+            }
+        }
+    }
+
+    fn flush_all(&mut self) {
+        let queued = std::mem::take(&mut self.flush);
+        for &i in &queued {
+            let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else { continue };
+            conn.queued_for_flush = false;
+            let mut broken = false;
+            while conn.written < conn.out.len() {
+                match conn.stream.write(&conn.out[conn.written..]) {
+                    Ok(0) => {
+                        broken = true;
+                        break;
+                    }
+                    Ok(n) => conn.written += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+            if conn.written == conn.out.len() {
+                conn.out.clear();
+                conn.written = 0;
+            } else if conn.written > (1 << 20) {
+                conn.out.drain(..conn.written);
+                conn.written = 0;
+            }
+            let drained = conn.out.is_empty();
+            let close_now = match conn.closing {
+                Some(deadline) => drained || Instant::now() >= deadline,
+                None => false,
+            };
+            if broken {
+                self.lost(i);
+            } else if close_now {
+                self.close(i);
+            }
+        }
+        let mut rest = std::mem::take(&mut self.flush);
+        if !rest.is_empty() {
+            // Queued while flushing (a lost connection's cancel-on-disconnect): next turn.
+            self.flush.append(&mut rest);
+        }
+        self.flush.shrink_to(64);
+    }
+
+    fn tick(&mut self) {
+        let now = now_ns();
+        let instant = Instant::now();
+        let mut actions = std::mem::take(&mut self.actions);
+        for i in 0..self.conns.len() {
+            let Some(conn) = self.conn(i) else { continue };
+            if let Some(deadline) = conn.closing {
+                if instant >= deadline {
+                    self.close(i);
+                } else {
+                    self.queue_flush(i);
+                }
+                continue;
+            }
+            actions.clear();
+            conn.session.on_tick(now, &mut actions);
+            if !actions.is_empty() {
+                if actions.iter().any(|a| matches!(a, Action::Disconnect(_))) {
+                    self.counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                self.run_actions(i, &actions, now);
+            }
+        }
+        self.actions = actions;
+    }
+
+    // ---- Replay --------------------------------------------------------------------------
+
+    fn start_replay(&mut self, i: usize, from_seq: u64) {
+        let live = self.next_seq;
+        if from_seq >= stream_seq(live, 0) {
+            return;
+        }
+        let Some(who) = self.conn(i).and_then(|c| c.login) else { return };
+        let job = ReplayJob { account: who.account, from_seq, live_node_seq: live };
+        let rx = replay::spawn(self.node.clone(), job, self.waker.clone());
+        let Some(conn) = self.conn(i) else { return };
+        conn.replay = Some(Replay { rx, pending: Vec::new() });
+        self.replaying.push(i);
+        self.counters.replays.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Move replay chunks into sessions with room; finish replays that are done.
+    fn pump_replays(&mut self) -> bool {
+        let limit = self.config.outbound_buffer_bytes / 2;
+        let mut active = false;
+        let mut k = 0;
+        while k < self.replaying.len() {
+            let i = self.replaying[k];
+            k += 1;
+            let mut failed = None;
+            let mut finished = false;
+            {
+                let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else { continue };
+                let Some(replay) = conn.replay.as_mut() else { continue };
+                while conn.out.len() - conn.written < limit {
+                    match replay.rx.try_recv() {
+                        Ok(ReplayMsg::Chunk(bytes)) => {
+                            conn.out.extend_from_slice(&bytes);
+                            active = true;
+                        }
+                        Ok(ReplayMsg::Done) => {
+                            conn.out.append(&mut replay.pending);
+                            finished = true;
+                            break;
+                        }
+                        Ok(ReplayMsg::Failed(why)) => {
+                            failed = Some(why);
+                            break;
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            failed = Some("replay worker ended".into());
+                            break;
+                        }
+                    }
+                }
+                if finished {
+                    conn.replay = None;
+                }
+            }
+            if finished {
+                k -= 1;
+                self.replaying.remove(k);
+                active = true;
+            }
+            if let Some(why) = failed {
+                let peer = self.conn(i).map(|c| c.peer);
+                eprintln!("bourse-gateway: replay for {peer:?} failed: {why}; ending the session");
+                k -= 1;
+                self.replaying.remove(k);
+                self.send(
+                    i,
+                    &Message::EndOfSession(EndOfSession { reason: EndReason::Administrative }),
+                );
+                self.end_session(i, false);
+            }
+            self.queue_flush(i);
+        }
+        active
+    }
+
+    // ---- Routing -------------------------------------------------------------------------
+
+    /// Route what the node published; `true` if anything was.
+    fn route(&mut self) -> bool {
+        let mut routed = 0;
+        while routed < ROUTE_BURST {
+            let Some(ce) = self.feed.try_next() else { break };
+            routed += 1;
+            if ce.seq < self.next_seq {
+                continue;
+            }
+            if ce.seq > self.next_seq {
+                self.catch_up(ce.seq);
+            }
+            self.route_one(&ce);
+        }
+        if self.feed.take_lag() {
+            let published = self.node.stats().published_seq;
+            self.catch_up(published + 1);
+            routed += 1;
+        }
+        routed > 0
+    }
+
+    /// Route everything before `upto` from the event log.
+    fn catch_up(&mut self, upto: u64) {
+        while self.next_seq < upto {
+            let want = (upto - self.next_seq).min(4096) as usize;
+            match self.node.events_from(self.next_seq, want, Duration::ZERO) {
+                Ok(batch) if !batch.is_empty() => {
+                    for ce in &batch {
+                        if ce.seq >= self.next_seq && ce.seq < upto {
+                            self.route_one(ce);
+                        }
+                    }
+                }
+                Ok(_) => return,
+                Err(e) => {
+                    eprintln!("bourse-gateway: cannot read node seq {}: {e}", self.next_seq);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn route_one(&mut self, ce: &CommandEvents) {
+        debug_assert_eq!(ce.seq, self.next_seq);
+        self.next_seq = ce.seq + 1;
+        self.counters.routed_seq.store(ce.seq, Ordering::Relaxed);
+        let mut routed = std::mem::take(&mut self.routed);
+        routed.clear();
+        let conns = &self.account_conns;
+        account_messages(ce, |a| conns.contains_key(&a), |a, m| routed.push((a, m)));
+        for (account, m) in &routed {
+            let Some(targets) = self.account_conns.get(account) else { continue };
+            // Usually one or two sessions (order entry and drop copy): copy the indexes.
+            let targets: smallvec_free::Targets = targets.as_slice().into();
+            for &i in targets.as_slice() {
+                self.deliver(i, m);
+            }
+        }
+        self.routed = routed;
+
+        let mut md_out = std::mem::take(&mut self.md_out);
+        md_out.clear();
+        self.md.apply(ce, |market, o| md_out.push((market, o)));
+        for (market, o) in &md_out {
+            let Some(subs) = self.market_subs.get(market) else { continue };
+            let targets: smallvec_free::Targets = subs.as_slice().into();
+            for &i in targets.as_slice() {
+                self.deliver_md(i, *market, o);
+            }
+        }
+        self.md_out = md_out;
+    }
+
+    fn deliver_md(&mut self, i: usize, market: MarketId, o: &MdOutput) {
+        let Some(conn) = self.conn(i) else { return };
+        let Some(sub) = conn.subs.iter_mut().find(|s| s.market == market) else { return };
+        let message = match (o, sub.feed) {
+            (MdOutput::Change(c), FeedKind::OrderByOrder) if c.book_seq > sub.skip_upto => {
+                c.order_message()
+            }
+            (MdOutput::Change(c), FeedKind::Levels) if c.book_seq > sub.skip_upto => {
+                c.level_message()
+            }
+            (MdOutput::Top(t), FeedKind::TopOfBook) if t.book_seq > sub.skip_upto => {
+                Message::MdTopOfBook(*t)
+            }
+            (MdOutput::Trade(t), _) if t.book_seq > sub.skip_upto => Message::MdTrade(*t),
+            (MdOutput::Status(s), _) if s.status != sub.status => {
+                sub.status = s.status;
+                Message::MdMarketStatus(*s)
+            }
+            _ => return,
+        };
+        self.deliver(i, &message);
+    }
+
+    // ---- Market data requests -----------------------------------------------------------
+
+    fn subscribe(&mut self, i: usize, s: MdSubscribe) {
+        let reject =
+            |reason| Message::MdSubscribeRejected(MdSubscribeRejected { market: s.market, reason });
+        let max = self.config.max_subscriptions;
+        let known = self.md.market(s.market).is_some();
+        let Some(conn) = self.conn(i) else { return };
+        let refusal = if !known {
+            Some(SubscribeRejectReason::UnknownMarket)
+        } else if conn.subs.iter().any(|x| x.market == s.market) {
+            Some(SubscribeRejectReason::AlreadySubscribed)
+        } else if conn.subs.len() >= max {
+            Some(SubscribeRejectReason::TooManySubscriptions)
+        } else if s.depth != 0 && s.feed != FeedKind::Levels {
+            Some(SubscribeRejectReason::InvalidDepth)
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            return self.send(i, &reject(reason));
+        }
+        let (market, feed, depth) = (s.market, s.feed, s.depth);
+        let snapshot = self.node.query(move |e| {
+            let view = e.market(market)?;
+            let entries = match feed {
+                FeedKind::OrderByOrder => Snapshot::Orders(
+                    sides()
+                        .into_iter()
+                        .flat_map(|side| {
+                            e.book_orders(market, side)
+                                .into_iter()
+                                .map(move |o| (o.order_id, side, o.price, o.leaves_quantity))
+                        })
+                        .collect(),
+                ),
+                FeedKind::Levels | FeedKind::TopOfBook => {
+                    let max = match feed {
+                        FeedKind::TopOfBook => 1,
+                        _ if depth == 0 => usize::MAX,
+                        _ => depth as usize,
+                    };
+                    Snapshot::Levels(
+                        sides()
+                            .into_iter()
+                            .flat_map(|side| {
+                                e.depth(market, side, max)
+                                    .into_iter()
+                                    .map(move |l| (side, l.price, l.quantity, l.orders))
+                            })
+                            .collect(),
+                    )
+                }
+            };
+            Some((view.book_seq, view.status, entries))
+        });
+        let Ok(Some((book_seq, status, entries))) = snapshot else {
+            return self.send(i, &reject(SubscribeRejectReason::UnknownMarket));
+        };
+        let count = match &entries {
+            Snapshot::Orders(v) => v.len(),
+            Snapshot::Levels(v) => v.len(),
+        };
+        let mut frames = Vec::new();
+        let start = MdSnapshotStart { market, book_seq, feed, status, entries: count as u32 };
+        push_frame(&mut frames, &Message::MdSnapshotStart(start));
+        match &entries {
+            Snapshot::Orders(v) => {
+                for &(order_id, side, price, quantity) in v {
+                    let m = MdSnapshotOrder { market, order_id, side, price, quantity };
+                    push_frame(&mut frames, &Message::MdSnapshotOrder(m));
+                }
+            }
+            Snapshot::Levels(v) => {
+                for &(side, price, quantity, orders) in v {
+                    let m = MdSnapshotLevel { market, side, price, quantity, orders };
+                    push_frame(&mut frames, &Message::MdSnapshotLevel(m));
+                }
+            }
+        }
+        push_frame(&mut frames, &Message::MdSnapshotEnd(MdSnapshotEnd { market, book_seq }));
+        let Some(conn) = self.conn(i) else { return };
+        conn.out.extend_from_slice(&frames);
+        conn.subs.push(MdSub { market, feed, skip_upto: book_seq, status });
+        conn.session.on_sent(now_ns());
+        self.counters.messages_out.fetch_add(count as u64 + 2, Ordering::Relaxed);
+        self.market_subs.entry(market).or_default().push(i);
+        self.queue_flush(i);
+    }
+
+    fn unsubscribe(&mut self, i: usize, market: MarketId) {
+        let Some(conn) = self.conn(i) else { return };
+        conn.subs.retain(|s| s.market != market);
+        if let Some(v) = self.market_subs.get_mut(&market) {
+            v.retain(|&c| c != i);
+        }
+    }
+
+    fn retransmit(&mut self, i: usize, r: MdRetransmitRequest) {
+        let reply = |count: u32, status| {
+            Message::MdRetransmitReply(MdRetransmitReply {
+                market: r.market,
+                from_book_seq: r.from_book_seq,
+                count,
+                status,
+            })
+        };
+        let Some(conn) = self.conn(i) else { return };
+        let Some(sub) = conn.subs.iter().find(|s| s.market == r.market).copied() else {
+            return self.send(i, &reply(0, RetransmitStatus::NotSubscribed));
+        };
+        let Some(market) = self.md.market(r.market) else {
+            return self.send(i, &reply(0, RetransmitStatus::NotSubscribed));
+        };
+        let mut frames = Vec::new();
+        let mut count = 0u32;
+        let retained = market
+            .retransmit(r.from_book_seq, r.count)
+            .map(|changes| changes.copied().collect::<Vec<_>>());
+        match retained {
+            Err(status) => return self.send(i, &reply(0, status)),
+            Ok(changes) => {
+                if sub.feed != FeedKind::TopOfBook {
+                    for c in changes {
+                        let m = match sub.feed {
+                            FeedKind::Levels => c.level_message(),
+                            _ => c.order_message(),
+                        };
+                        push_frame(&mut frames, &m);
+                        count += 1;
+                    }
+                }
+            }
+        }
+        self.send(i, &reply(count, RetransmitStatus::Accepted));
+        if let Some(conn) = self.conn(i) {
+            conn.out.extend_from_slice(&frames);
+        }
+        self.counters.messages_out.fetch_add(count as u64, Ordering::Relaxed);
+        self.queue_flush(i);
+    }
+
+    // ---- Shutdown ------------------------------------------------------------------------
+
+    fn shutdown(&mut self) {
+        self.end_sessions_of(None);
+        let deadline = Instant::now() + STOP_GRACE;
+        // Cancel-on-disconnect must reach the node before it stops.
+        while (self.in_flight > 0 || !self.pending_cod.is_empty()) && Instant::now() < deadline {
+            self.retry_cancel_on_disconnect();
+            match self.client.ack_timeout(Duration::from_millis(10)) {
+                Some(_) => self.in_flight = self.in_flight.saturating_sub(1),
+                None if self.client.acks_lost() => break,
+                None => {}
+            }
+            self.flush_all();
+        }
+        if !self.pending_cod.is_empty() {
+            eprintln!(
+                "bourse-gateway: {} cancel-on-disconnect command(s) not submitted at shutdown",
+                self.pending_cod.len()
+            );
+        }
+        self.flush_all();
+        for i in 0..self.conns.len() {
+            self.close(i);
+        }
+    }
+}
+
+/// A subscription snapshot as the engine cut it.
+enum Snapshot {
+    /// (order id, side, price, open quantity), bids best first then asks best first.
+    Orders(Vec<(u64, Side, u64, u64)>),
+    /// (side, price, quantity, orders).
+    Levels(Vec<(Side, u64, u64, u32)>),
+}
+
+mod smallvec_free {
+    //! A copy of a short index list, so that delivering (which needs `&mut` the I/O state)
+    //! does not hold a borrow of the routing table.
+
+    /// Up to 8 indexes inline; more spill to the heap.
+    pub enum Targets {
+        Inline([usize; 8], usize),
+        Heap(Vec<usize>),
+    }
+
+    impl From<&[usize]> for Targets {
+        fn from(s: &[usize]) -> Targets {
+            if s.len() <= 8 {
+                let mut a = [0; 8];
+                a[..s.len()].copy_from_slice(s);
+                Targets::Inline(a, s.len())
+            } else {
+                Targets::Heap(s.to_vec())
+            }
+        }
+    }
+
+    impl Targets {
+        pub fn as_slice(&self) -> &[usize] {
+            match self {
+                Targets::Inline(a, n) => &a[..*n],
+                Targets::Heap(v) => v,
+            }
+        }
+    }
+}

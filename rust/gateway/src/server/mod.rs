@@ -1,0 +1,393 @@
+//! The gateway server: TCP sessions in front of a running [`Node`].
+//!
+//! ```text
+//!              ┌──────────────────── gateway I/O thread ─────────────────────┐
+//!  TCP ──────► │ read → FrameDecoder → Session → Client::submit_from ────────┼─ring─► sequencer
+//!  sessions    │                                                             │
+//!  ◄────────── │ write ◄─ per-session buffers ◄─ router ◄─ Subscription ◄────┼─ring── publisher
+//!              └─────────────────────────────────────────────────────────────┘
+//!                 replay workers (one thread per resuming session) read Node::events_from
+//! ```
+//!
+//! One I/O thread owns every connection (readiness polling with `mio`), a node [`Client`]
+//! whose commands are journaled under each session's API key id with the request's
+//! `client_ref` as reference, and a node [`Subscription`] from which it routes every
+//! command's results: execution reports to the order-entry and drop-copy sessions of the
+//! accounts involved ([`render`]), book changes to market-data subscribers ([`md`]).
+//!
+//! # Invariants
+//!
+//! * The router applies the node's event stream in sequence order without gaps: a gap in
+//!   the live feed (a lagging subscription) is filled from [`Node::events_from`] first.
+//! * An account's messages reach a session in stream order, exactly once: a resuming
+//!   session gets the replay of positions `[next_seq, live)` from a worker reading the
+//!   durable log, while live messages from `live` on wait in its pending buffer; the
+//!   pending buffer follows the replay.
+//! * A session's outbound bytes are bounded (`outbound_buffer_bytes`, replay pending
+//!   included): a client that does not read gets `ProtocolError SlowConsumer` and is
+//!   disconnected; no other session waits for it. The I/O thread never blocks on a socket.
+//! * Cancel-on-disconnect is never lost: if the node's ring is full it is retried on every
+//!   turn of the loop until taken, and [`Gateway::stop`] waits for it before returning.
+//! * Market-data subscribers get a snapshot cut by the engine at book_seq `S`, then every
+//!   change above `S`; changes at or below `S` are already in the snapshot and skipped.
+//!
+//! # Waiting
+//!
+//! While commands are in flight, or for `spin_us` after the last activity, the loop polls
+//! without sleeping; otherwise it sleeps in `epoll_wait` for at most `idle_poll_us`, which
+//! bounds the delay of a message caused by another channel (a fill from the control plane)
+//! reaching an idle gateway.
+//!
+//! # Complexity
+//!
+//! Per command routed: O(events + messages); per message delivered: O(frame) to encode
+//! into the session's buffer. A subscription snapshot is one engine query, O(book).
+
+mod io;
+mod keys;
+pub mod md;
+pub mod render;
+mod replay;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bourse_engine::{AccountId, MarketId, MarketStatus, Side};
+use bourse_node::{Node, NodeError};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use keys::{KeyRegistry, KeysView};
+
+use crate::session::{SessionConfig, SessionKinds};
+
+/// Gateway settings. Read from JSON/TOML by the Python front end, unknown keys rejected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Address to listen on (`host:port`; port 0 picks a free one).
+    pub listen: String,
+    /// Connections served at once; more are closed on accept.
+    pub max_sessions: usize,
+    /// Bytes a session may have waiting to be sent before it is cut as a slow consumer.
+    pub outbound_buffer_bytes: usize,
+    /// Book changes kept per market for retransmit requests.
+    pub md_retention: usize,
+    /// Market-data subscriptions per session.
+    pub max_subscriptions: usize,
+    /// Smallest heartbeat interval a Login may ask for, ms.
+    pub heartbeat_min_ms: u32,
+    /// Largest heartbeat interval a Login may ask for, ms.
+    pub heartbeat_max_ms: u32,
+    /// Largest difference between a Login's timestamp and the server clock, ms.
+    pub max_clock_skew_ms: u64,
+    /// Time allowed between the Challenge and the Login, ms.
+    pub login_timeout_ms: u64,
+    /// Order requests per second per session (token bucket refill).
+    pub throttle_per_sec: u32,
+    /// Order request burst per session.
+    pub throttle_burst: u32,
+    /// Messages of any kind per second before a session is cut for flooding.
+    pub flood_per_sec: u32,
+    /// Message burst of any kind before a session is cut for flooding.
+    pub flood_burst: u32,
+    /// Keep polling without sleeping for this long after the last activity, µs.
+    pub spin_us: u64,
+    /// Longest sleep of an idle I/O thread, µs.
+    pub idle_poll_us: u64,
+    /// Core to pin the I/O thread to.
+    pub core: Option<usize>,
+    /// Capacity of the I/O thread's event subscription ring (commands).
+    pub event_ring: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        let s = SessionConfig::default();
+        GatewayConfig {
+            listen: "127.0.0.1:7001".into(),
+            max_sessions: 1024,
+            outbound_buffer_bytes: 16 << 20,
+            md_retention: 1 << 16,
+            max_subscriptions: 64,
+            heartbeat_min_ms: s.heartbeat_min_ms,
+            heartbeat_max_ms: s.heartbeat_max_ms,
+            max_clock_skew_ms: s.max_clock_skew_ms,
+            login_timeout_ms: s.login_timeout_ms,
+            throttle_per_sec: s.throttle_per_sec,
+            throttle_burst: s.throttle_burst,
+            flood_per_sec: s.flood_per_sec,
+            flood_burst: s.flood_burst,
+            spin_us: 200,
+            idle_poll_us: 1_000,
+            core: None,
+            event_ring: 1 << 16,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The session limits.
+    pub fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            heartbeat_min_ms: self.heartbeat_min_ms,
+            heartbeat_max_ms: self.heartbeat_max_ms,
+            max_clock_skew_ms: self.max_clock_skew_ms,
+            login_timeout_ms: self.login_timeout_ms,
+            throttle_per_sec: self.throttle_per_sec,
+            throttle_burst: self.throttle_burst,
+            flood_per_sec: self.flood_per_sec,
+            flood_burst: self.flood_burst,
+        }
+    }
+
+    /// Refuse values that cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_sessions == 0 || self.max_sessions > 1 << 20 {
+            return Err(format!("max_sessions must be 1..=1048576, not {}", self.max_sessions));
+        }
+        if self.outbound_buffer_bytes < 64 << 10 {
+            return Err(format!(
+                "outbound_buffer_bytes must be at least 65536, not {}",
+                self.outbound_buffer_bytes
+            ));
+        }
+        if self.md_retention > 1 << 24 {
+            return Err(format!(
+                "md_retention must be at most 16777216, not {}",
+                self.md_retention
+            ));
+        }
+        if self.heartbeat_min_ms == 0 || self.heartbeat_min_ms > self.heartbeat_max_ms {
+            return Err("heartbeat_min_ms must be 1..=heartbeat_max_ms".into());
+        }
+        if self.throttle_per_sec == 0 || self.throttle_burst == 0 {
+            return Err("throttle_per_sec and throttle_burst must be positive".into());
+        }
+        if self.flood_per_sec == 0 || self.flood_burst == 0 {
+            return Err("flood_per_sec and flood_burst must be positive".into());
+        }
+        if self.event_ring == 0 || self.event_ring > 1 << 24 {
+            return Err(format!("event_ring must be 1..=16777216, not {}", self.event_ring));
+        }
+        if self.idle_poll_us == 0 || self.idle_poll_us > 1_000_000 {
+            return Err("idle_poll_us must be 1..=1000000".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why the gateway cannot start or stop cleanly.
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    /// Socket trouble.
+    #[error("gateway i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The node refused.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The configuration is not usable.
+    #[error("invalid gateway configuration: {0}")]
+    Config(String),
+    /// The I/O thread panicked.
+    #[error("the gateway I/O thread panicked")]
+    Panicked,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    active: AtomicU64,
+    logins: AtomicU64,
+    login_failures: AtomicU64,
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    submitted: AtomicU64,
+    busy_rejects: AtomicU64,
+    protocol_errors: AtomicU64,
+    slow_consumers: AtomicU64,
+    replays: AtomicU64,
+    routed_seq: AtomicU64,
+    cancel_on_disconnect: AtomicU64,
+}
+
+/// A point-in-time view of the gateway's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GatewayStats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections open now.
+    pub active: u64,
+    /// Successful logins.
+    pub logins: u64,
+    /// Refused logins.
+    pub login_failures: u64,
+    /// Messages received.
+    pub messages_in: u64,
+    /// Messages sent.
+    pub messages_out: u64,
+    /// Commands handed to the node.
+    pub submitted: u64,
+    /// Requests refused because the node's ring was full.
+    pub busy_rejects: u64,
+    /// Sessions ended by a protocol error.
+    pub protocol_errors: u64,
+    /// Sessions cut as slow consumers.
+    pub slow_consumers: u64,
+    /// Replays started.
+    pub replays: u64,
+    /// The last node sequence number routed.
+    pub routed_seq: u64,
+    /// Cancel-on-disconnect commands submitted.
+    pub cancel_on_disconnect: u64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> GatewayStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        GatewayStats {
+            accepted: l(&self.accepted),
+            active: l(&self.active),
+            logins: l(&self.logins),
+            login_failures: l(&self.login_failures),
+            messages_in: l(&self.messages_in),
+            messages_out: l(&self.messages_out),
+            submitted: l(&self.submitted),
+            busy_rejects: l(&self.busy_rejects),
+            protocol_errors: l(&self.protocol_errors),
+            slow_consumers: l(&self.slow_consumers),
+            replays: l(&self.replays),
+            routed_seq: l(&self.routed_seq),
+            cancel_on_disconnect: l(&self.cancel_on_disconnect),
+        }
+    }
+}
+
+/// Requests to the I/O thread.
+enum Control {
+    /// End every session of the key (`EndOfSession Administrative`).
+    Revoke(u64),
+    /// End every session (`EndOfSession Shutdown`) and exit.
+    Stop,
+}
+
+/// A running gateway. Stop it with [`Gateway::stop`] before stopping the node, so that
+/// cancel-on-disconnect of the sessions it ends reaches the journal.
+pub struct Gateway {
+    node: Arc<Node>,
+    keys: Arc<KeyRegistry>,
+    counters: Arc<Counters>,
+    control: Sender<Control>,
+    waker: Arc<mio::Waker>,
+    local_addr: SocketAddr,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Listen on `config.listen` and serve sessions for `node`.
+    pub fn start(node: Arc<Node>, config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        config.validate().map_err(GatewayError::Config)?;
+        let keys = Arc::new(KeyRegistry::new());
+        let counters = Arc::new(Counters::default());
+        let (control, control_rx) = mpsc::channel();
+        let (io, waker, local_addr) =
+            io::Io::new(node.clone(), config, keys.clone(), counters.clone(), control_rx)?;
+        let thread = std::thread::Builder::new()
+            .name("bourse-gateway".into())
+            .spawn(move || io.run())
+            .map_err(GatewayError::Io)?;
+        Ok(Gateway { node, keys, counters, control, waker, local_addr, thread: Some(thread) })
+    }
+
+    /// The address the gateway listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The node behind the gateway.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Add (or replace) an API key. Its last `client_ref` is read from the node's durable
+    /// record, so idempotency holds across restarts.
+    pub fn add_key(
+        &self,
+        key_id: u64,
+        secret: &[u8],
+        account: AccountId,
+        kinds: SessionKinds,
+    ) -> Result<(), GatewayError> {
+        if key_id == 0 {
+            return Err(GatewayError::Config("key id 0 is reserved (unnamed source)".into()));
+        }
+        if secret.is_empty() {
+            return Err(GatewayError::Config("an API key secret must not be empty".into()));
+        }
+        let last = self.node.last_reference(key_id)?;
+        self.keys.insert(key_id, secret, account, kinds, last);
+        Ok(())
+    }
+
+    /// Revoke a key: no new logins, and its live sessions end (`EndOfSession
+    /// Administrative`, which counts as a disconnect). `true` if the key existed.
+    pub fn revoke_key(&self, key_id: u64) -> bool {
+        let existed = self.keys.remove(key_id);
+        if self.control.send(Control::Revoke(key_id)).is_ok() {
+            let _ = self.waker.wake();
+        }
+        existed
+    }
+
+    /// The key table.
+    pub fn keys(&self) -> &KeyRegistry {
+        &self.keys
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> GatewayStats {
+        self.counters.snapshot()
+    }
+
+    /// End every session (`EndOfSession Shutdown`; cancel-on-disconnect fires), wait until
+    /// those cancels are acknowledged by the node, and join the I/O thread.
+    pub fn stop(mut self) -> Result<GatewayStats, GatewayError> {
+        self.halt()?;
+        Ok(self.counters.snapshot())
+    }
+
+    fn halt(&mut self) -> Result<(), GatewayError> {
+        let Some(thread) = self.thread.take() else { return Ok(()) };
+        if self.control.send(Control::Stop).is_ok() {
+            let _ = self.waker.wake();
+        }
+        thread.join().map_err(|_| GatewayError::Panicked)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Err(e) = self.halt() {
+            eprintln!("bourse-gateway: {e}");
+        }
+    }
+}
+
+/// A market-data subscription of one session.
+#[derive(Clone, Copy, Debug)]
+struct MdSub {
+    market: MarketId,
+    feed: crate::protocol::FeedKind,
+    /// Changes at or below this are in the snapshot the session got.
+    skip_upto: u64,
+    /// The status the session last saw.
+    status: MarketStatus,
+}
+
+/// The side of a book.
+fn sides() -> [Side; 2] {
+    [Side::Buy, Side::Sell]
+}

@@ -1,0 +1,120 @@
+//! Replay workers: a resuming session's missed messages, read from the node's event log
+//! (the in-memory window, or re-derived from the journal), rendered exactly as the live
+//! router renders them, and handed to the I/O thread in encoded chunks.
+//!
+//! A worker runs on its own thread so that a long replay (re-deriving events from a
+//! snapshot and the journal) never stalls the I/O thread. Its channel is bounded: the I/O
+//! thread takes a chunk only while the session's outbound buffer has room, so a slow reader
+//! slows its own worker and nothing else. The worker stops as soon as the session is gone
+//! (the channel's receiver is dropped).
+
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bourse_engine::AccountId;
+use bourse_node::Node;
+
+use super::io::push_frame;
+use super::render::account_messages;
+use crate::protocol::Message;
+
+/// Commands read per call to the event log.
+const BATCH: usize = 4096;
+/// Chunks in flight between a worker and the I/O thread.
+pub const CHANNEL_CHUNKS: usize = 4;
+
+/// What a worker sends.
+pub enum ReplayMsg {
+    /// Encoded frames, in stream order.
+    Chunk(Vec<u8>),
+    /// Everything before the live position was sent.
+    Done,
+    /// The log could not serve the replay (the reason is logged).
+    Failed(String),
+}
+
+/// What a worker is asked to do.
+pub struct ReplayJob {
+    /// The account.
+    pub account: AccountId,
+    /// First stream position wanted.
+    pub from_seq: u64,
+    /// The first node sequence number the session receives live (exclusive end).
+    pub live_node_seq: u64,
+}
+
+/// The sequenced position of an order-entry message (0 for the others).
+pub fn message_seq(m: &Message) -> u64 {
+    match m {
+        Message::OrderAccepted(x) => x.seq,
+        Message::OrderRejected(x) => x.seq,
+        Message::OrderExecuted(x) => x.seq,
+        Message::OrderCancelled(x) => x.seq,
+        Message::OrderAmended(x) => x.seq,
+        Message::MassCancelReport(x) => x.seq,
+        _ => 0,
+    }
+}
+
+/// Start a worker; returns the receiving end for the I/O thread.
+pub fn spawn(node: Arc<Node>, job: ReplayJob, waker: Arc<mio::Waker>) -> Receiver<ReplayMsg> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL_CHUNKS);
+    let spawned = std::thread::Builder::new().name("bourse-gw-replay".into()).spawn({
+        let tx = tx.clone();
+        let waker = waker.clone();
+        move || {
+            let outcome = run(&node, &job, &tx, &waker);
+            let last = match outcome {
+                Ok(()) => ReplayMsg::Done,
+                Err(why) => ReplayMsg::Failed(why),
+            };
+            let _ = tx.send(last);
+            let _ = waker.wake();
+        }
+    });
+    if let Err(e) = spawned {
+        let _ = tx.send(ReplayMsg::Failed(format!("cannot start a replay thread: {e}")));
+        let _ = waker.wake();
+    }
+    rx
+}
+
+fn run(
+    node: &Node,
+    job: &ReplayJob,
+    tx: &SyncSender<ReplayMsg>,
+    waker: &mio::Waker,
+) -> Result<(), String> {
+    let mut next = (job.from_seq >> 16).max(1);
+    while next < job.live_node_seq {
+        let want = ((job.live_node_seq - next) as usize).min(BATCH);
+        let batch = node
+            .events_from(next, want, Duration::ZERO)
+            .map_err(|e| format!("replay from node seq {next}: {e}"))?;
+        if batch.is_empty() {
+            return Err(format!("replay: node seq {next} is not in the event log"));
+        }
+        let mut chunk = Vec::new();
+        for ce in &batch {
+            if ce.seq >= job.live_node_seq {
+                break;
+            }
+            account_messages(
+                ce,
+                |a| a == job.account,
+                |_, m| {
+                    if message_seq(&m) >= job.from_seq {
+                        push_frame(&mut chunk, &m);
+                    }
+                },
+            );
+            next = ce.seq + 1;
+        }
+        if !chunk.is_empty() {
+            tx.send(ReplayMsg::Chunk(chunk)).map_err(|_| "session gone".to_string())?;
+            let _ = waker.wake();
+        }
+    }
+    Ok(())
+}
