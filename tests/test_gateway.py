@@ -4,13 +4,15 @@ port, and the asyncio client library (``controlplane.gateway``)."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from controlplane import Node
+from controlplane import Command, Node
 from controlplane.gateway import codec as c
 from controlplane.gateway.book import LevelBook, OrderBook
 from controlplane.gateway.client import (
@@ -270,3 +272,105 @@ def test_bad_logins_and_malformed_frames_get_precise_errors(venue: Venue) -> Non
         await bystander.logout()
 
     run(scenario)
+
+
+def test_a_slow_consumer_is_cut_and_nobody_else_waits(tmp_path: Path) -> None:
+    venue = Venue(tmp_path / "node", outbound_buffer_bytes=65536)
+    try:
+        # A market-data client with a tiny receive buffer that stops reading.
+        slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect((venue.host, venue.port))
+        slow.settimeout(5)
+        decoder = c.FrameDecoder()
+
+        def read_one() -> c.Message:
+            while True:
+                msgs = decoder.feed(slow.recv(4096))
+                if msgs:
+                    assert len(msgs) == 1
+                    return msgs[0]
+
+        challenge = read_one()
+        assert isinstance(challenge, c.Challenge)
+        login = c.signed_login(
+            challenge,
+            key_id=13,
+            secret=secret(13),
+            timestamp_ns=time.time_ns(),
+            session_kind=c.SessionKind.MARKET_DATA,
+            heartbeat_ms=60_000,
+        )
+        slow.sendall(c.encode(login))
+        assert isinstance(read_one(), c.LoginAccepted)
+        slow.sendall(
+            c.encode(c.MdSubscribe(market=MARKET, feed=c.FeedKind.ORDER_BY_ORDER, depth=0))
+        )
+
+        # Once the gateway has cut it, the slow client reads what it was sent: the frames
+        # already in flight, whole, then the reason.
+        tail: list[c.Message] = []
+
+        def read_when_cut() -> None:
+            deadline = time.monotonic() + 30
+            while venue.node.gateway_stats()["slow_consumers"] == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            slow.settimeout(10)
+            while data := slow.recv(1 << 20):
+                tail.extend(decoder.feed(data))
+
+        reader = threading.Thread(target=read_when_cut)
+        reader.start()
+
+        async def scenario() -> None:
+            # Others are not held back: a trader and a top-of-book subscriber (the flood is
+            # below the best bid, so the top of book does not move) carry on.
+            trader = await venue.login(12)
+            await trader.new_order(MARKET, c.Side.BUY, LOT, PRICE - 500).ok()
+            top = await venue.login(11, kind=c.SessionKind.MARKET_DATA)
+            top.subscribe(MARKET, c.FeedKind.TOP_OF_BOOK)
+            start = await top.wait_for(c.MdSnapshotLevel, timeout=5)
+            assert (start.side, start.price) == (c.Side.BUY, PRICE - 500)
+            # Orders placed and cancelled at once: 120,000 book changes (~6.6 MB of feed),
+            # far beyond the slow client's 64 KiB allowance and the kernel's buffers.
+            orders: list[Command] = []
+            for i in range(1, 60_001):
+                orders.append(
+                    {
+                        "type": "place_order",
+                        "account": ALICE,
+                        "market": MARKET,
+                        "client_order_id": i,
+                        "side": "buy",
+                        "order_type": "limit",
+                        "time_in_force": "gtc",
+                        "price": PRICE - 1000 - i % 500,
+                        "quantity": LOT,
+                    }
+                )
+                orders.append(
+                    {
+                        "type": "cancel_order",
+                        "account": ALICE,
+                        "order": {"client": i},
+                    }
+                )
+            await asyncio.to_thread(venue.node.submit_many, orders)
+            assert venue.node.gateway_stats()["slow_consumers"] == 1
+            accepted = await trader.new_order(MARKET, c.Side.SELL, LOT, PRICE + 500).ok()
+            moved = await top.wait_for(c.MdTopOfBook, timeout=5)
+            assert (moved.bid_price, moved.ask_price) == (PRICE - 500, accepted.price)
+            await trader.logout()
+            await top.logout()
+
+        run(scenario)
+        reader.join(15)
+        assert not reader.is_alive()
+        assert tail, "the slow client received its feed"
+        last = tail[-1]
+        assert isinstance(last, c.ProtocolError)
+        assert last.reason == PE.SLOW_CONSUMER
+        slow.close()
+    finally:
+        venue.node.stop()

@@ -90,8 +90,12 @@ struct Venue {
 
 impl Venue {
     fn start() -> Venue {
+        Venue::start_with(node_config)
+    }
+
+    fn start_with(config: fn(&std::path::Path) -> NodeConfig) -> Venue {
         let dir = tempfile::tempdir().unwrap();
-        let node = Arc::new(Node::start(node_config(dir.path())).unwrap());
+        let node = Arc::new(Node::start(config(dir.path())).unwrap());
         setup(&node);
         let mut v = Venue { _dir: Some(dir), gateway: None, node: Some(node) };
         v.start_gateway(gateway_config());
@@ -640,6 +644,35 @@ fn reconnecting_with_a_sequence_number_replays_what_was_missed_also_across_a_res
 }
 
 #[test]
+fn a_position_compacted_out_of_the_log_is_refused_at_login() {
+    fn compacting(dir: &std::path::Path) -> NodeConfig {
+        NodeConfig { segment_bytes: 2048, keep_snapshots: 1, event_window: 16, ..node_config(dir) }
+    }
+    let venue = Venue::start_with(compacting);
+    let addr = venue.addr();
+    let mut alice = Client::order_entry(addr, 11);
+    alice.rest(Side::Buy, 10, 1000, 1);
+    let early = alice.last_seq;
+    for i in 0..100 {
+        alice.rest(Side::Buy, 11 + i, 1000, 2 + i);
+    }
+    venue.node().snapshot_now().unwrap();
+    let late = alice.last_seq;
+    alice.rest(Side::Buy, 200, 1000, 500);
+    drop(alice);
+    assert!(venue.node().first_available_seq().unwrap() > early >> 16, "the journal was compacted");
+    assert_eq!(
+        Client::login(addr, 11, SessionKind::OrderEntry, false, early).err(),
+        Some(LoginRejectReason::SeqUnavailable)
+    );
+    // A position still in the node's in-memory event window is served.
+    let (mut c, _) = Client::login(addr, 11, SessionKind::OrderEntry, false, late + 1).unwrap();
+    let replay =
+        c.recv_until(|m| matches!(m, Message::OrderAccepted(a) if a.client_order_id == 500));
+    assert_eq!(replay.len(), 1);
+}
+
+#[test]
 fn a_gap_in_market_data_is_healed_by_a_retransmit() {
     let venue = Venue::start();
     let addr = venue.addr();
@@ -909,6 +942,23 @@ fn malformed_frames_end_only_that_session_and_floods_hit_the_throttle_not_the_en
         "{e:?}"
     );
     assert!(bad.closed());
+    // A flood of messages of any kind (here 2,500 heartbeats at once, over the burst of
+    // 2,000) cuts the connection.
+    let mut flooder = Client::order_entry(addr, 12);
+    let mut burst = Vec::new();
+    for i in 0..2_500 {
+        let m = Message::Heartbeat(Heartbeat { timestamp_ns: i });
+        let at = burst.len();
+        burst.resize(at + m.frame_len(), 0);
+        m.encode(&mut burst[at..]).unwrap();
+    }
+    flooder.send_raw(&burst);
+    let e = flooder.recv(T);
+    assert!(
+        matches!(e, Some(Message::ProtocolError(e)) if e.reason == ProtocolErrorCode::Flood),
+        "{e:?}"
+    );
+    assert!(flooder.closed());
     // The other session is untouched and nothing reached the engine.
     assert_eq!(venue.node().stats().published_seq, before);
     good.rest(Side::Buy, 50, 1000, 1);

@@ -668,11 +668,21 @@ impl Node {
         }
     }
 
-    /// The oldest sequence number [`Node::events_from`] can still serve: 1 while the journal
-    /// starts at seq 1, else one past the oldest readable snapshot the journal continues
-    /// from (compaction deleted everything before it). Lists the data directory: meant for
+    /// The oldest sequence number [`Node::events_from`] can still serve: the oldest entry of
+    /// the in-memory event window, or from disk — 1 while the journal starts at seq 1, else
+    /// one past the oldest snapshot the journal continues from (compaction deleted
+    /// everything before it), whichever is older. Lists the data directory: meant for
     /// occasional callers (a session resuming from an old position), not the hot path.
     pub fn first_available_seq(&self) -> Result<u64, NodeError> {
+        let in_memory = {
+            let window = self.shared.events.window.lock().expect("event log lock");
+            window.front().map(|e| e.seq)
+        };
+        let from_disk = self.first_replayable_seq()?;
+        Ok(in_memory.map_or(from_disk, |m| m.min(from_disk)))
+    }
+
+    fn first_replayable_seq(&self) -> Result<u64, NodeError> {
         let dir = self.shared.config.data_dir.as_path();
         let segments = crate::journal::list_segments(dir)?;
         let first = segments.first().map_or(1, |s| s.first_seq);

@@ -105,6 +105,9 @@ struct Conn {
     decoder: FrameDecoder,
     out: Vec<u8>,
     written: usize,
+    /// A frame boundary in `out`: at or before `written`, or the end of the partly written
+    /// frame that `written` is inside (so `out` can be cut at a frame boundary).
+    aligned: usize,
     /// Set once the connection is to be closed: after the output drains, or at the deadline.
     closing: Option<Instant>,
     login: Option<LoggedIn>,
@@ -116,6 +119,17 @@ struct Conn {
 }
 
 impl Conn {
+    /// The first frame boundary at or after `written`.
+    fn boundary_after_written(&mut self) -> usize {
+        let mut b = self.aligned;
+        while b < self.written && b + 2 <= self.out.len() {
+            let len = u16::from_le_bytes([self.out[b], self.out[b + 1]]) as usize;
+            b += 2 + len;
+        }
+        self.aligned = b.min(self.out.len());
+        self.aligned
+    }
+
     fn pending_bytes(&self) -> usize {
         self.out.len() - self.written + self.replay.as_ref().map_or(0, |r| r.pending.len())
     }
@@ -340,6 +354,7 @@ impl Io {
                         decoder: FrameDecoder::default(),
                         out: Vec::new(),
                         written: 0,
+                        aligned: 0,
                         closing: None,
                         login: None,
                         replay: None,
@@ -622,9 +637,13 @@ impl Io {
         let error =
             ProtocolError { reason: ProtocolErrorCode::SlowConsumer, template_id: 0, offset: 0 };
         if let Some(conn) = self.conn(i) {
-            // What is queued will not be read in time anyway: drop it, say why, close.
-            conn.out.clear();
-            conn.written = 0;
+            // What is queued will not be read in time anyway: drop it (after the frame being
+            // written, so the stream stays whole), say why, close once that is out.
+            let boundary = conn.boundary_after_written();
+            conn.out.truncate(boundary);
+            if let Some(r) = conn.replay.as_mut() {
+                r.pending = Vec::new();
+            }
             push_frame(&mut conn.out, &Message::ProtocolError(error));
         }
         self.end_session(i, false);
@@ -722,8 +741,11 @@ impl Io {
             if conn.written == conn.out.len() {
                 conn.out.clear();
                 conn.written = 0;
+                conn.aligned = 0;
             } else if conn.written > (1 << 20) {
+                let boundary = conn.boundary_after_written();
                 conn.out.drain(..conn.written);
+                conn.aligned = boundary - conn.written;
                 conn.written = 0;
             }
             let drained = conn.out.is_empty();
