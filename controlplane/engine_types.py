@@ -63,6 +63,7 @@ RejectReason: TypeAlias = Literal[
     "invalid_fee",
     "invalid_status_transition",
     "invalid_decimals",
+    "too_many_open_orders",
 ]
 DoneReason: TypeAlias = Literal[
     "filled",

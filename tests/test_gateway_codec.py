@@ -547,7 +547,7 @@ def test_invalid_uint16_codes_and_flags() -> None:
         client_order_id=0,
         reason=c.RejectCode.THROTTLED,
     )
-    for code in (0, 29, 99, 106, 0xFFFF):
+    for code in (0, 30, 99, 106, 0xFFFF):
         f = _frame(reject)
         f[10 + 42 : 10 + 44] = code.to_bytes(2, "little")
         e = _decode_error(f)

@@ -16,6 +16,17 @@
 //!   free + held equals deposits − withdrawals. The total of an asset is capped at
 //!   `u64::MAX`, so no balance can overflow.
 //!
+//! Open orders per account
+//! * An account has at most [`MAX_OPEN_ORDERS_PER_ACCOUNT`] open (resting) orders, across all
+//!   markets. A new order that could rest (a GTC limit order, post-only or not, whether or not
+//!   it would trade first) is rejected with [`RejectReason::TooManyOpenOrders`] when its
+//!   account already has that many, before it matches. IOC, FOK and market orders never rest,
+//!   so they are not counted against the limit; an amend never adds an order, and cancels only
+//!   remove them.
+//! * Precedence: the check comes after every check of the order itself (shape, tick and lot,
+//!   size and overflow, minimum notional, duplicate client order id, post-only) and before
+//!   funds (`InsufficientBalance`).
+//!
 //! Costs: placing, cancelling and amending are O(1) plus the ladder work described in
 //! [`crate::book`] and O(1) per fill; a cancel-all is O(orders of the account).
 
@@ -33,6 +44,22 @@ mod snapshot;
 pub use snapshot::{
     AccountState, AssetState, MarketState, OrderState, Snapshot, SnapshotError, SNAPSHOT_VERSION,
 };
+
+/// The most open (resting) orders one account may have, across all markets.
+///
+/// Why: the binary gateway numbers an account's messages `node_seq << 16 | index`, where
+/// `index` counts the messages one command produced for that account, so no command may
+/// produce more than 65,536 messages for one account. The largest fan-outs are bounded by the
+/// account's open orders: a cancel-all (one `OrderCancelled` per order and a
+/// `MassCancelReport`), a delisting (one `OrderCancelled` per order), and an order (or a
+/// crossing amend) sweeping resting orders of its own account with self-trade prevention off
+/// (two `OrderExecuted` per trade, plus its acceptance and end). With this limit the worst is
+/// 2 × 32,000 + a few < 65,536.
+///
+/// A compile-time constant, not configuration: replaying a journal must give the same events
+/// on every run, so the rule cannot depend on a runtime setting. Changing it changes which
+/// commands are rejected, so a journal written under one value replays exactly only under it.
+pub const MAX_OPEN_ORDERS_PER_ACCOUNT: usize = 32_000;
 
 /// Sizes to preallocate. Exceeding them is allowed; it only costs an allocation.
 #[derive(Clone, Copy, Debug)]
@@ -183,6 +210,9 @@ struct Account {
     touched_by: Vec<u64>,
     orders_head: Slot,
     orders_tail: Slot,
+    /// Length of the list from `orders_head`: the account's open orders (at most
+    /// [`MAX_OPEN_ORDERS_PER_ACCOUNT`]). Derived, so neither hashed nor in snapshots.
+    open_orders: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -304,6 +334,7 @@ impl Engine {
                 touched_by: Vec::new(),
                 orders_head: NIL,
                 orders_tail: NIL,
+                open_orders: 0,
             }],
             account_index,
             fee_tiers,
@@ -622,6 +653,7 @@ impl Engine {
             touched_by: vec![0; self.assets.len()],
             orders_head: NIL,
             orders_tail: NIL,
+            open_orders: 0,
         });
         self.account_index.insert(account.0, idx);
         out.push(Event::AccountCreated { account, fee_tier });
@@ -807,6 +839,13 @@ impl Engine {
         if o.post_only && self.would_cross(mi, o.side, ticks) {
             return Err(RejectReason::PostOnlyWouldTake.into());
         }
+        // An order that could rest needs room for one more open order of its account.
+        let could_rest = !is_market && o.time_in_force == TimeInForce::Gtc;
+        if could_rest
+            && self.accounts[ai as usize].open_orders as usize >= MAX_OPEN_ORDERS_PER_ACCOUNT
+        {
+            return Err(RejectReason::TooManyOpenOrders.into());
+        }
 
         // Funds.
         let (hold_asset, hold_amount, funding) = match (o.side, is_market) {
@@ -897,7 +936,7 @@ impl Engine {
         let mut funding = funding;
         let stop = self.match_incoming(slot, limit, &mut funding, out);
         let finish = Finish {
-            rests: !is_market && o.time_in_force == TimeInForce::Gtc,
+            rests: could_rest,
             is_market,
             by_quote: o.quote_quantity != 0,
             registered: false,
@@ -1287,6 +1326,7 @@ impl Engine {
             self.client_index.insert((o.account, o.client_id), slot);
         }
         let acct = &mut self.accounts[o.account as usize];
+        acct.open_orders += 1;
         let tail = acct.orders_tail;
         acct.orders_tail = slot;
         if tail == NIL {
@@ -1304,6 +1344,7 @@ impl Engine {
         if o.client_id != 0 {
             self.client_index.remove(&(o.account, o.client_id));
         }
+        self.accounts[o.account as usize].open_orders -= 1;
         if o.acct_prev != NIL {
             self.orders[o.acct_prev].acct_next = o.acct_next;
         } else {
@@ -1764,14 +1805,27 @@ impl Engine {
         }
         let mut listed = 0usize;
         for (ai, a) in self.accounts.iter().enumerate() {
-            let mut s = a.orders_head;
+            let (mut s, mut own) = (a.orders_head, 0usize);
             while s != NIL {
                 if self.orders[s].account as usize != ai {
                     return Err(format!("account {}: lists another account's order", a.id.0));
                 }
-                listed += 1;
+                own += 1;
                 s = self.orders[s].acct_next;
             }
+            if own != a.open_orders as usize {
+                return Err(format!(
+                    "account {}: counts {} open orders but lists {own}",
+                    a.id.0, a.open_orders
+                ));
+            }
+            if own > MAX_OPEN_ORDERS_PER_ACCOUNT {
+                return Err(format!(
+                    "account {}: {own} open orders, above the limit {MAX_OPEN_ORDERS_PER_ACCOUNT}",
+                    a.id.0
+                ));
+            }
+            listed += own;
             for (si, b) in a.balances.iter().enumerate() {
                 if b.held != expected_held[ai][si] {
                     return Err(format!(

@@ -87,11 +87,15 @@ pub enum RejectReason {
     InvalidStatusTransition = 27,
     /// Asset decimals above 18.
     InvalidDecimals = 28,
+    /// The account already has [`MAX_OPEN_ORDERS_PER_ACCOUNT`](crate::MAX_OPEN_ORDERS_PER_ACCOUNT)
+    /// open orders and the new order could rest (a GTC limit order, whether or not it would
+    /// trade first). IOC, FOK and market orders, amends and cancels are not affected.
+    TooManyOpenOrders = 29,
 }
 
 impl RejectReason {
     /// Every reason, in code order (codes 1, 2, 3, …).
-    pub const ALL: [RejectReason; 28] = [
+    pub const ALL: [RejectReason; 29] = [
         RejectReason::UnknownAsset,
         RejectReason::AssetExists,
         RejectReason::UnknownMarket,
@@ -120,6 +124,7 @@ impl RejectReason {
         RejectReason::InvalidFee,
         RejectReason::InvalidStatusTransition,
         RejectReason::InvalidDecimals,
+        RejectReason::TooManyOpenOrders,
     ];
 
     /// The stable numeric code.

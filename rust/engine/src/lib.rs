@@ -29,6 +29,7 @@ pub mod types;
 pub use command::{Command, CommandKind, DecodeError, NewOrder, OrderRef};
 pub use engine::{
     Balance, Engine, EngineConfig, LevelView, MarketView, OrderView, Snapshot, SnapshotError,
+    MAX_OPEN_ORDERS_PER_ACCOUNT,
 };
 pub use event::{BookAction, DoneReason, Event, RejectReason};
 pub use types::*;

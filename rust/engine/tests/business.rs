@@ -279,8 +279,13 @@ struct Exchange {
 impl Exchange {
     /// An engine with nothing listed.
     fn empty() -> Self {
+        Self::empty_with(EngineConfig { order_capacity: 1024, levels_per_side: 64 })
+    }
+
+    /// An engine with nothing listed, preallocated as `config` says.
+    fn empty_with(config: EngineConfig) -> Self {
         Exchange {
-            engine: Engine::new(EngineConfig { order_capacity: 1024, levels_per_side: 64 }),
+            engine: Engine::new(config),
             book_seq: HashMap::new(),
             levels: HashMap::new(),
             balances: HashMap::new(),
@@ -291,7 +296,11 @@ impl Exchange {
     /// BTC/USDT and ETH/USDT listed, fee tiers 1 (retail) and 2 (vip) defined, and Alice,
     /// Bob, Carol and Dave signed up on the free tier 0 with no money.
     fn btc_usdt() -> Self {
-        let mut x = Exchange::empty();
+        Self::btc_usdt_on(Exchange::empty())
+    }
+
+    /// [`Exchange::btc_usdt`] on the given empty exchange.
+    fn btc_usdt_on(mut x: Exchange) -> Self {
         x.apply(Command::ListAsset { asset: BTC, decimals: 8 }).ok();
         x.apply(Command::ListAsset { asset: USDT, decimals: 6 }).ok();
         x.apply(Command::ListAsset { asset: ETH, decimals: 18 }).ok();
@@ -468,8 +477,46 @@ impl Exchange {
         }
     }
 
+    /// Apply one command with only the incremental checks (book_seq, the rebuilt levels and
+    /// balances, trade values): for filling a book with many orders, where the full checks
+    /// after every step would cost O(state) each. The next [`Exchange::apply`] compares the
+    /// rebuilt levels and balances with the engine and checks every invariant.
     #[track_caller]
-    fn check_events(&mut self, events: &[Event]) {
+    fn apply_quick(&mut self, cmd: Command) -> Reply {
+        let mut events = Vec::new();
+        self.engine.apply(&cmd, &mut events);
+        assert!(!events.is_empty(), "{cmd:?} produced no event");
+        if let Some(Event::Rejected { reason, .. }) = events.first() {
+            assert_eq!(events.len(), 1, "a reject comes alone: {events:#?}");
+            self.rejects.push(*reason);
+        }
+        self.follow_events(&events);
+        Reply(events)
+    }
+
+    /// Place `n` one-lot GTC buys for `account` through [`Exchange::apply_quick`], the `i`th
+    /// at `price(i)` with client order id `i + 1`; each must rest. Their ids, in order.
+    #[track_caller]
+    fn rest_buys(
+        &mut self,
+        account: AccountId,
+        n: usize,
+        price: impl Fn(usize) -> u64,
+    ) -> Vec<OrderId> {
+        (0..n)
+            .map(|i| {
+                let o = self.buy(account, price(i), lots(1)).cid(i as u64 + 1).o;
+                let r = self.apply_quick(Command::PlaceOrder(o));
+                assert!(r.ok().rested(), "order {i} did not rest: {:#?}", r.0);
+                r.id()
+            })
+            .collect()
+    }
+
+    /// Follow one command's events: book_seq, the rebuilt levels and balances, trade values.
+    /// The orders it reported done.
+    #[track_caller]
+    fn follow_events(&mut self, events: &[Event]) -> Vec<OrderId> {
         let mut done = Vec::new();
         for e in events {
             match *e {
@@ -505,7 +552,12 @@ impl Exchange {
                 _ => {}
             }
         }
-        for id in done {
+        done
+    }
+
+    #[track_caller]
+    fn check_events(&mut self, events: &[Event]) {
+        for id in self.follow_events(events) {
             assert!(self.engine.order(id).is_none(), "order {id} is done but still open");
         }
         for m in self.engine.markets() {
@@ -2140,6 +2192,11 @@ fn provoke(reason: RejectReason) -> Exchange {
         RejectReason::InvalidDecimals => {
             x.apply(Command::ListAsset { asset: AssetId(77), decimals: 200 })
         }
+        RejectReason::TooManyOpenOrders => {
+            // Carol has one bid; fill her up to the limit with $1 bids far below the book.
+            x.rest_buys(CAROL, MAX_OPEN_ORDERS_PER_ACCOUNT - 1, |_| usd(10_000));
+            x.buy(CAROL, usd(10_000), lots(1)).gtc()
+        }
     };
     r.rejected(reason);
     x
@@ -2150,13 +2207,121 @@ fn every_reject_reason_is_produced_and_changes_nothing() {
     let mut codes: Vec<u16> = RejectReason::ALL.iter().map(|r| r.code()).collect();
     codes.sort_unstable();
     codes.dedup();
-    assert_eq!(codes, (1..=28).collect::<Vec<u16>>(), "RejectReason::ALL lists every code once");
+    assert_eq!(codes, (1..=29).collect::<Vec<u16>>(), "RejectReason::ALL lists every code once");
     for reason in RejectReason::ALL {
         let x = provoke(reason);
         assert!(x.rejects.contains(&reason));
         // The rejected command also names what it was about.
         assert!(x.engine.check_invariants().is_ok());
     }
+}
+
+/// The order-entry messages the binary gateway sends `account` for one command's events (see
+/// its `render` module): `Accepted`, `Amended`, `MassCancelled` and an `OrderDone` that is not
+/// a fill are one message each to the owner; a `Trade` is one to each side's owner.
+fn messages_for(account: AccountId, events: &[Event]) -> usize {
+    events
+        .iter()
+        .map(|e| match *e {
+            Event::Accepted { account: a, .. }
+            | Event::Amended { account: a, .. }
+            | Event::MassCancelled { account: a, .. } => usize::from(a == account),
+            Event::OrderDone { account: a, reason, .. } => {
+                usize::from(a == account && reason != DoneReason::Filled)
+            }
+            Event::Trade { maker_account, taker_account, .. } => {
+                usize::from(maker_account == account) + usize::from(taker_account == account)
+            }
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn an_account_has_at_most_max_open_orders_so_one_command_fits_its_message_index() {
+    const MAX: usize = MAX_OPEN_ORDERS_PER_ACCOUNT;
+    let config = EngineConfig { order_capacity: MAX + 1024, levels_per_side: 128 };
+    let mut x = Exchange::btc_usdt_on(Exchange::empty_with(config));
+    x.deposit(ALICE, USDT, usdt(100_000)).ok();
+    x.deposit(ALICE, BTC, btc(4)).ok();
+    x.deposit(BOB, BTC, btc(1)).ok();
+    // 32,000 one-lot bids over 100 levels ($10,000 to $10,099), each worth about 1 USDT.
+    let ids = x.rest_buys(ALICE, MAX, |i| usd(10_000 + (i % 100) as u64));
+    assert_eq!(x.engine.open_orders(ALICE).len(), MAX);
+    x.sell(BOB, usd(20_000), lots(5)).gtc().ok();
+
+    // Full: an order that could rest is refused before it matches, whatever else it is:
+    // one that would fill at once, a post-only, one in another market, one Alice cannot pay.
+    let before = x.engine.state_hash();
+    x.buy(ALICE, usd(10_000), lots(1)).gtc().rejected(RejectReason::TooManyOpenOrders);
+    x.buy(ALICE, usd(20_000), lots(1)).gtc().rejected(RejectReason::TooManyOpenOrders);
+    x.buy(ALICE, usd(9_000), lots(2)).post_only().rejected(RejectReason::TooManyOpenOrders);
+    x.buy(ALICE, 200_000, 10 * ETH_LOT)
+        .in_market(ETH_USDT)
+        .gtc()
+        .rejected(RejectReason::TooManyOpenOrders);
+    x.buy(ALICE, usd(10_000), lots(1_000_000)).gtc().rejected(RejectReason::TooManyOpenOrders);
+    // Checks of the order itself come first.
+    x.buy(ALICE, usd(10_000) + 1, lots(1)).gtc().rejected(RejectReason::PriceOffTick);
+    x.buy(ALICE, usd(10_000), lots(1)).cid(7).gtc().rejected(RejectReason::DuplicateClientOrderId);
+    assert_eq!(x.engine.state_hash(), before, "a refused order changes nothing");
+
+    // Orders that cannot rest are not limited.
+    assert_eq!(x.buy(ALICE, usd(20_000), lots(1)).ioc().done().0, DoneReason::Filled);
+    assert_eq!(x.buy(ALICE, usd(20_000), lots(1)).fok().done().0, DoneReason::Filled);
+    assert_eq!(
+        x.market_buy(ALICE, lots(1)).protect(usd(20_000)).send().done().0,
+        DoneReason::Filled
+    );
+    // An amend never adds an order.
+    x.amend(ALICE, ids[0], usd(10_050), 0).ok();
+    x.amend(ALICE, ids[0], 0, lots(2)).ok();
+    assert_eq!(x.engine.open_orders(ALICE).len(), MAX);
+
+    // The count survives a snapshot: the restored engine refuses the same order.
+    let mut restored = Engine::from_snapshot(&x.engine.snapshot(), config).expect("restores");
+    assert_eq!(restored.state_hash(), x.engine.state_hash());
+    let mut events = Vec::new();
+    let o = x.buy(ALICE, usd(10_000), lots(1)).o;
+    restored.apply(&Command::PlaceOrder(o), &mut events);
+    assert!(
+        matches!(events[..], [Event::Rejected { reason: RejectReason::TooManyOpenOrders, .. }]),
+        "{events:#?}"
+    );
+
+    // A cancel, or a fill that completes an order, makes room for exactly one more.
+    x.cancel(ALICE, ids[1]).ok();
+    assert!(x.buy(ALICE, usd(10_000), lots(1)).gtc().rested());
+    x.buy(ALICE, usd(10_000), lots(1)).gtc().rejected(RejectReason::TooManyOpenOrders);
+    let r = x.sell(BOB, usd(10_099), lots(1)).gtc();
+    assert_eq!(r.fills(), vec![Fill { maker: ids[99], price: usd(10_099), qty: lots(1) }]);
+    assert!(x.buy(ALICE, usd(10_000), lots(1)).gtc().rested());
+    x.buy(ALICE, usd(10_000), lots(1)).gtc().rejected(RejectReason::TooManyOpenOrders);
+    assert_eq!(x.engine.open_orders(ALICE).len(), MAX);
+
+    // A cancel-all of a full account: MAX OrderDone and one MassCancelled.
+    let r = x.cancel_all(ALICE, None);
+    let cancelled = |e: &&Event| {
+        matches!(*e, Event::OrderDone { account: ALICE, reason: DoneReason::Cancelled, .. })
+    };
+    assert_eq!(r.0.iter().filter(cancelled).count(), MAX);
+    assert_eq!(r.0.iter().filter(|e| matches!(e, Event::OrderDone { .. })).count(), MAX);
+    assert_eq!(r.0.iter().filter(|e| matches!(e, Event::MassCancelled { .. })).count(), 1);
+    assert_eq!(r.mass_cancelled(), MAX as u32);
+    assert_eq!(messages_for(ALICE, &r.0), MAX + 1);
+    assert!(x.engine.open_orders(ALICE).is_empty());
+    assert_eq!(x.balance(ALICE, USDT).1, 0);
+
+    // The worst case: filled up again, Alice sweeps all her own bids (no self-trade
+    // prevention): two execution reports per trade, still within one command's 65,536.
+    x.rest_buys(ALICE, MAX, |i| usd(10_000 + (i % 100) as u64));
+    x.buy(ALICE, usd(10_000), lots(1)).gtc().rejected(RejectReason::TooManyOpenOrders);
+    let r = x.market_sell(ALICE, lots(MAX as u64)).send();
+    assert_eq!(r.trades().count(), MAX);
+    assert_eq!(r.done().0, DoneReason::Filled);
+    assert_eq!(messages_for(ALICE, &r.0), 2 * MAX + 1);
+    assert!(messages_for(ALICE, &r.0) <= 1 << 16);
+    assert!(x.engine.open_orders(ALICE).is_empty());
 }
 
 #[test]

@@ -3,8 +3,11 @@
 //! A [`Snapshot`] holds what the state hash covers and nothing else: counters, fee tiers,
 //! assets, markets with their books (best level first, time priority within a level) and
 //! accounts with their balances and open orders (in the account's order). Pools, slots and
-//! indexes are not part of it; [`Engine::from_snapshot`] rebuilds them, and the rebuilt
-//! engine has the same [`Engine::state_hash`] and behaves identically from then on.
+//! indexes are not part of it, nor is each account's open-order count (the length of its
+//! list, which the hash already covers); [`Engine::from_snapshot`] rebuilds them, and the
+//! rebuilt engine has the same [`Engine::state_hash`] and behaves identically from then on.
+//! A snapshot with an account above [`crate::MAX_OPEN_ORDERS_PER_ACCOUNT`] open orders does
+//! not describe a reachable state and is refused.
 //!
 //! Encoding is left to the caller (the journal uses a compact binary serde format and its own
 //! checksum). Restoring checks every invariant ([`Engine::check_invariants`]) and refuses a
@@ -323,6 +326,7 @@ impl Engine {
                 touched_by: vec![0; a.balances.len()],
                 orders_head: NIL,
                 orders_tail: NIL,
+                open_orders: 0,
             });
         }
         debug_assert_eq!(FEE_ACCOUNT_INDEX, 0);

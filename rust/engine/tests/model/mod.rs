@@ -989,6 +989,16 @@ impl Model {
         if o.post_only && m.best(o.side.opposite()).is_some_and(|p| crosses(o.side, o.price, p)) {
             return rej(RejectReason::PostOnlyWouldTake);
         }
+        // An order that could rest (GTC limit) needs room for one more open order of its
+        // account, counted over every market.
+        if !is_market
+            && o.time_in_force == TimeInForce::Gtc
+            && self.orders.values().filter(|r| r.account == o.account).count()
+                >= MAX_OPEN_ORDERS_PER_ACCOUNT
+        {
+            self.notes.push("too many open orders");
+            return rej(RejectReason::TooManyOpenOrders);
+        }
         // Funds: a sell holds its base; a limit buy, or a market buy with a protection
         // price, its hold formula; a market buy by quote amount that amount plus fee; a
         // market buy by quantity without protection everything free.

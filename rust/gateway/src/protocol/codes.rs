@@ -312,6 +312,9 @@ codes! {
         InvalidStatusTransition = 27,
         /// Asset decimals above 18.
         InvalidDecimals = 28,
+        /// The account already has the most open orders it may (32,000) and the order could
+        /// rest (a GTC limit order); IOC, FOK and market orders are not limited.
+        TooManyOpenOrders = 29,
         /// client_ref is not greater than the session's last one: a duplicate or a
         /// retransmission; the book was not touched.
         DuplicateClientRef = 100,
@@ -439,6 +442,7 @@ impl From<RejectReason> for RejectCode {
             RejectReason::InvalidFee => RejectCode::InvalidFee,
             RejectReason::InvalidStatusTransition => RejectCode::InvalidStatusTransition,
             RejectReason::InvalidDecimals => RejectCode::InvalidDecimals,
+            RejectReason::TooManyOpenOrders => RejectCode::TooManyOpenOrders,
         }
     }
 }
@@ -475,6 +479,7 @@ impl RejectCode {
             RejectCode::InvalidFee => RejectReason::InvalidFee,
             RejectCode::InvalidStatusTransition => RejectReason::InvalidStatusTransition,
             RejectCode::InvalidDecimals => RejectReason::InvalidDecimals,
+            RejectCode::TooManyOpenOrders => RejectReason::TooManyOpenOrders,
             RejectCode::DuplicateClientRef
             | RejectCode::Throttled
             | RejectCode::NotLoggedIn

@@ -301,6 +301,11 @@ impl Io {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 active = true;
             }
+            if self.in_flight > 0 && self.client.acks_lost() && !active {
+                // Acknowledgements only pace the waiting; if the node dropped some (this
+                // thread fell behind), stop waiting for them rather than spin for ever.
+                self.in_flight = 0;
+            }
             self.retry_cancel_on_disconnect();
             active |= self.route();
             active |= self.pump_replays();
