@@ -460,6 +460,7 @@ class Cores(TypedDict, total=False):
     sequencer: int | None
     engine: int | None
     publisher: int | None
+    gateway: int | None
 
 
 class NodeConfig(TypedDict, total=False):

@@ -22,6 +22,8 @@ pub struct Cores {
     pub engine: Option<usize>,
     /// The publisher (acknowledgements and the event log).
     pub publisher: Option<usize>,
+    /// The binary gateway's I/O thread, when a gateway runs in front of the node.
+    pub gateway: Option<usize>,
 }
 
 /// Everything a node needs to start.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bourse_engine::{AccountId, Command, LevelView, MarketId, OrderRef, Side};
-use bourse_node::{Client, CommandEvents, Node, SubmitError, Subscription};
+use bourse_node::{Client, CommandEvents, Node, SubmitError, Subscription, WaitStrategy};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustc_hash::FxHashMap;
@@ -252,12 +252,21 @@ impl Io {
     }
 
     pub(super) fn run(mut self) {
-        if let Err(e) = bourse_node::affinity::pin_current_thread(self.config.core) {
+        let node_config = self.node.config();
+        let core = self.config.core.or(node_config.cores.gateway);
+        if let Err(e) = bourse_node::affinity::pin_current_thread(core) {
             eprintln!("bourse-gateway: cannot pin the I/O thread: {e}");
         }
         let mut events = Events::with_capacity(1024);
         let spin = Duration::from_micros(self.config.spin_us);
-        let idle = Duration::from_micros(self.config.idle_poll_us);
+        let (idle, yield_when_idle) = match (self.config.idle_poll_us, node_config.wait) {
+            (0, WaitStrategy::BusySpin) => (Duration::ZERO, false),
+            (0, WaitStrategy::Yield) => (Duration::ZERO, true),
+            (0, WaitStrategy::SpinThenPark { park_timeout_us, .. }) => {
+                (Duration::from_micros(park_timeout_us.max(1) as u64), false)
+            }
+            (us, _) => (Duration::from_micros(us), false),
+        };
         let mut last_activity = Instant::now();
         let mut last_tick = Instant::now();
         loop {
@@ -273,6 +282,9 @@ impl Io {
                 }
             }
             let mut active = !events.is_empty();
+            if !active && !busy && yield_when_idle {
+                std::thread::yield_now();
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),

@@ -31,12 +31,15 @@
 //! * Market-data subscribers get a snapshot cut by the engine at book_seq `S`, then every
 //!   change above `S`; changes at or below `S` are already in the snapshot and skipped.
 //!
-//! # Waiting
+//! # Waiting and placement
 //!
-//! While commands are in flight, or for `spin_us` after the last activity, the loop polls
-//! without sleeping; otherwise it sleeps in `epoll_wait` for at most `idle_poll_us`, which
-//! bounds the delay of a message caused by another channel (a fill from the control plane)
-//! reaching an idle gateway.
+//! The I/O thread follows the node's configuration unless told otherwise: it is pinned to
+//! `cores.gateway`, and waits the way the node's threads do. While commands are in flight,
+//! or for `spin_us` after the last activity, the loop polls without sleeping; otherwise,
+//! under `spin_then_park`, it sleeps in `epoll_wait` for at most the strategy's
+//! `park_timeout_us` (or `idle_poll_us`), which bounds the delay of a message caused by
+//! another channel (a fill from the control plane) reaching an idle gateway; under
+//! `busy_spin` it never sleeps, under `yield` it yields between empty polls.
 //!
 //! # Complexity
 //!
@@ -96,9 +99,11 @@ pub struct GatewayConfig {
     pub flood_burst: u32,
     /// Keep polling without sleeping for this long after the last activity, µs.
     pub spin_us: u64,
-    /// Longest sleep of an idle I/O thread, µs.
+    /// Longest sleep of an idle I/O thread, µs; 0 (the default) follows the node's wait
+    /// strategy: never sleep under `busy_spin` or `yield`, sleep up to `park_timeout_us`
+    /// under `spin_then_park`.
     pub idle_poll_us: u64,
-    /// Core to pin the I/O thread to.
+    /// Core to pin the I/O thread to; `None` (the default) takes the node's `cores.gateway`.
     pub core: Option<usize>,
     /// Capacity of the I/O thread's event subscription ring (commands).
     pub event_ring: usize,
@@ -122,7 +127,7 @@ impl Default for GatewayConfig {
             flood_per_sec: s.flood_per_sec,
             flood_burst: s.flood_burst,
             spin_us: 200,
-            idle_poll_us: 1_000,
+            idle_poll_us: 0,
             core: None,
             event_ring: 1 << 16,
         }
@@ -173,8 +178,8 @@ impl GatewayConfig {
         if self.event_ring == 0 || self.event_ring > 1 << 24 {
             return Err(format!("event_ring must be 1..=16777216, not {}", self.event_ring));
         }
-        if self.idle_poll_us == 0 || self.idle_poll_us > 1_000_000 {
-            return Err("idle_poll_us must be 1..=1000000".into());
+        if self.idle_poll_us > 1_000_000 {
+            return Err("idle_poll_us must be 0 (follow the node) or at most 1000000".into());
         }
         Ok(())
     }
