@@ -3,7 +3,7 @@
 import os
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Self, final
+from typing import Any, Self, final
 
 from controlplane.engine_types import (
     Ack,
@@ -36,6 +36,7 @@ __all__ = [
     "RecoveryError",
     "ToolError",
     "bench_engine",
+    "bench_gateway",
     "bench_pipeline",
     "bench_replay",
     "encode_command",
@@ -185,3 +186,27 @@ def bench_pipeline(policy: str, ops: int, window: int, seed: int) -> str:
 
 def bench_replay(ops: int, seed: int, fsync_samples: int) -> str:
     """The replay-speed benchmark (GIL released); its JSON line. Raises ToolError."""
+
+def bench_gateway(
+    rate: int,
+    duration: float,
+    policy: str = "fsync",
+    sessions: int = 8,
+    warmup: float = 1.0,
+    seed: int = 1,
+    max_resting: int = 256,
+    client_threads: int = 1,
+    drain: float = 5.0,
+    gateway_core: int | None = None,
+    node_core: int | None = None,
+    node_wait: str | None = None,
+) -> dict[str, Any]:
+    """The gateway benchmark (GIL released): a node (``policy``) and a gateway in process,
+    ``sessions`` order-entry sessions offering ``rate`` requests/s in total, open loop, for
+    ``warmup`` + ``duration`` seconds; latency from each request's scheduled send time to its
+    first response. The report: ``offered_rate``, ``achieved_rate``, ``p50_us`` … ``max_us``,
+    ``sent``, ``answered``, ``unanswered``, ``rejects``, ``reject_codes``, ``trades``, the
+    ``gateway`` and ``node`` counters, and more. ``gateway_core`` / ``node_core`` pin the
+    gateway's I/O thread / the node's three pipeline threads; ``node_wait`` is the node's wait
+    strategy (``busy-spin``, ``yield``, ``spin-then-park[:SPINS:PARK_US]``). ValueError for a
+    bad argument, ToolError if it fails."""

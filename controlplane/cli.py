@@ -3,6 +3,9 @@
     bourse bench engine [--workload exchange-core|liquibook] [--ops N] [--seed S]
     bourse bench pipeline [--policy fsync|write|none] [--ops N] [--window W] [--seed S]
     bourse bench replay [--ops N] [--seed S] [--fsync-samples N]
+    bourse bench gateway --rate R --duration S [--policy fsync|write|none] [--sessions N]
+                         [--warmup S] [--seed S] [--max-resting N] [--client-threads N]
+                         [--gateway-core N] [--node-core N] [--node-wait STRATEGY]
     bourse replay lobster ZIP [ZIP ...] [--max-messages N]
     bourse node run --data-dir D [--config FILE.json|.toml] [--durability fsync|write|none]
                     [--snapshot-every N] [--segment-bytes N] [--keep-snapshots N]
@@ -48,6 +51,7 @@ from controlplane import (
     replay_journal,
     replay_lobster,
 )
+from controlplane._engine import bench_gateway
 
 Handler: TypeAlias = Callable[[argparse.Namespace], int]
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -136,7 +140,87 @@ def add_bench_replay(subparsers: SubParsers) -> None:
     p.set_defaults(handler=_bench_replay)
 
 
-BENCH_COMMANDS: tuple[Registrar, ...] = (add_bench_engine, add_bench_pipeline, add_bench_replay)
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds ≥ 0, not {text}")
+    return value
+
+
+def _wait_strategy_name(text: str) -> str:
+    name, *params = text.strip().lower().replace("_", "-").split(":")
+    ok = name in ("busy-spin", "yield") and not params
+    ok |= name == "spin-then-park" and len(params) in (0, 2) and all(p.isdigit() for p in params)
+    if not ok:
+        raise argparse.ArgumentTypeError(
+            f"expected busy-spin, yield or spin-then-park[:SPINS:PARK_US], not {text}"
+        )
+    return text
+
+
+def _bench_gateway(args: argparse.Namespace) -> int:
+    report = bench_gateway(
+        args.rate,
+        args.duration,
+        policy=args.policy,
+        sessions=args.sessions,
+        warmup=args.warmup,
+        seed=args.seed,
+        max_resting=args.max_resting,
+        client_threads=args.client_threads,
+        gateway_core=args.gateway_core,
+        node_core=args.node_core,
+        node_wait=args.node_wait,
+    )
+    _emit(json.dumps(report, separators=(",", ":")))
+    return 0
+
+
+def add_bench_gateway(subparsers: SubParsers) -> None:
+    help = (
+        "Benchmark the binary gateway in front of a node, in process: an open-loop load of "
+        "N order-entry sessions at a fixed total rate (new orders, cancels, amends, IOCs), "
+        "latency from each request's scheduled send time to its response; prints one JSON line."
+    )
+    p = subparsers.add_parser("gateway", help=help, description=help)
+    p.add_argument("--rate", type=_positive_int, required=True, help="requests per second, total")
+    p.add_argument("--duration", type=_positive_float, required=True, help="measured seconds")
+    p.add_argument("--policy", choices=POLICIES, default="fsync", help="durability policy")
+    p.add_argument("--sessions", type=_positive_int, default=8, help="sessions (connections)")
+    p.add_argument("--warmup", type=_non_negative_float, default=1.0, help="unmeasured seconds")
+    p.add_argument("--seed", type=int, default=1, help="workload generator seed")
+    p.add_argument(
+        "--max-resting", type=_positive_int, default=256, help="resting orders per session"
+    )
+    p.add_argument(
+        "--client-threads", type=_positive_int, default=1, help="load generator thread pairs"
+    )
+    p.add_argument("--gateway-core", type=_non_negative_int, help="pin the gateway I/O thread")
+    p.add_argument(
+        "--node-core", type=_non_negative_int, help="pin the node's pipeline threads (one core)"
+    )
+    p.add_argument(
+        "--node-wait",
+        type=_wait_strategy_name,
+        metavar="STRATEGY",
+        help="node wait strategy: busy-spin, yield, spin-then-park[:SPINS:PARK_US]",
+    )
+    p.set_defaults(handler=_bench_gateway)
+
+
+BENCH_COMMANDS: tuple[Registrar, ...] = (
+    add_bench_engine,
+    add_bench_pipeline,
+    add_bench_replay,
+    add_bench_gateway,
+)
 
 
 def add_bench(subparsers: SubParsers) -> None:

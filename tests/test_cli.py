@@ -82,6 +82,39 @@ def test_bench_replay_prints_one_json_line(capsys: pytest.CaptureFixture[str]) -
         assert report[key] > 0
 
 
+def test_bench_gateway_prints_one_json_line(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "gateway", "--rate", "2000", "--duration", "1", "--sessions", "2"]
+    assert main([*argv, "--warmup", "0.2"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    report = json.loads(line)
+    for key in (
+        "offered_rate",
+        "achieved_rate",
+        "p50_us",
+        "p99_us",
+        "p999_us",
+        "max_us",
+        "rejects",
+        "sent",
+        "answered",
+        "unanswered",
+        "sessions",
+        "policy",
+        "duration_s",
+        "trades",
+        "gateway",
+        "node",
+    ):
+        assert key in report, key
+    assert report["policy"] == "fsync"
+    assert report["sessions"] == 2
+    assert report["offered_rate"] == 2000
+    assert report["sent"] > 0
+    assert report["answered"] > 0
+    assert report["unanswered"] == 0
+    assert 0 < report["p50_us"] <= report["p99_us"] <= report["max_us"]
+
+
 # --- node -------------------------------------------------------------------------------------
 
 SMALL = ["--order-capacity", "4096", "--levels-per-side", "256"]

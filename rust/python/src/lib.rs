@@ -23,8 +23,9 @@
 //! A command the engine refuses is not an exception: it comes back as a `rejected` event.
 //!
 //! The node (`Node`, `replay_journal`, `read_journal`, `bench_pipeline`, `bench_replay`) is
-//! in [`node`].
+//! in [`node`]; the gateway benchmark (`bench_gateway`) in [`gateway_bench`].
 
+mod gateway_bench;
 mod node;
 
 use std::path::PathBuf;
@@ -383,5 +384,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NodeStopped", py.get_type::<NodeStopped>())?;
     m.add("EventsGone", py.get_type::<EventsGone>())?;
     node::register(m)?;
+    gateway_bench::register(m)?;
     Ok(())
 }
