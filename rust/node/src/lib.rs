@@ -18,7 +18,8 @@ pub mod wait;
 pub use config::{Cores, NodeConfig};
 pub use journal::Durability;
 pub use node::{
-    Ack, Client, CommandEvents, Node, NodeError, NodeStats, Origin, SubmitError, Subscription,
+    Ack, Client, CommandEvents, Node, NodeError, NodeStats, Notify, Origin, SubmitError,
+    Subscription,
 };
 pub use recovery::RecoveryReport;
 pub use references::LastReferences;

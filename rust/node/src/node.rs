@@ -106,6 +106,11 @@ impl Subscription {
         self.feed.pop()
     }
 
+    /// Whether nothing is waiting to be taken right now.
+    pub fn is_empty(&self) -> bool {
+        self.feed.is_empty()
+    }
+
     /// Whether entries were dropped because this subscriber fell behind.
     pub fn lagged(&self) -> bool {
         self.lagged.load(Ordering::Acquire)
@@ -122,7 +127,12 @@ impl Subscription {
 struct SubscriberRegistration {
     feed: Producer<Arc<CommandEvents>>,
     lagged: Arc<AtomicBool>,
+    notify: Option<Notify>,
 }
+
+/// Called by the publisher after it pushed entries into a subscriber's ring (see
+/// [`Node::subscribe_with_notify`]).
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
 
 /// Why a submission was not taken.
 #[derive(Debug, Error)]
@@ -245,6 +255,8 @@ struct PublisherRegistration {
     id: u32,
     acks: Producer<Ack>,
     acks_lost: Arc<AtomicBool>,
+    /// `false` for a client that takes its results from a subscription instead.
+    wants_acks: bool,
 }
 
 /// A sequenced command on its way to the engine.
@@ -493,20 +505,37 @@ impl Node {
 
     /// A new client whose commands are journaled under `source` (see [`Origin::source`]).
     pub fn client_for(&self, source: u64) -> Result<Client, NodeError> {
+        self.new_client(source, true)
+    }
+
+    /// A client that gets no acknowledgements: it learns what its commands did from a
+    /// subscription ([`Node::subscribe`]), where every command's events appear with its
+    /// origin. The publisher then builds no acknowledgement for it (no copy of the events,
+    /// no allocation). [`Client::call`] and the ack readers return nothing for it.
+    pub fn client_without_acks(&self, source: u64) -> Result<Client, NodeError> {
+        self.new_client(source, false)
+    }
+
+    fn new_client(&self, source: u64, wants_acks: bool) -> Result<Client, NodeError> {
         if self.shared.stop.load(Ordering::Acquire) {
             return Err(NodeError::Stopped);
         }
         let id = self.next_client.fetch_add(1, Ordering::Relaxed) as u32;
         let cap = self.shared.config.ring_capacity;
         let (submissions, submissions_rx) = ring::<Submission>(cap);
-        let (acks_tx, acks) = ring::<Ack>(cap);
+        let (acks_tx, acks) = ring::<Ack>(if wants_acks { cap } else { 1 });
         let acks_lost = Arc::new(AtomicBool::new(false));
         // The publisher learns of the client first, so that no acknowledgement can arrive
         // for a client it does not know.
         self.register_publisher
             .lock()
             .expect("registration lock")
-            .send(PublisherRegistration { id, acks: acks_tx, acks_lost: acks_lost.clone() })
+            .send(PublisherRegistration {
+                id,
+                acks: acks_tx,
+                acks_lost: acks_lost.clone(),
+                wants_acks,
+            })
             .map_err(|_| NodeError::Stopped)?;
         self.register_sequencer
             .lock()
@@ -520,6 +549,27 @@ impl Node {
 
     /// Subscribe to the event stream from now on, through a ring of `capacity` entries.
     pub fn subscribe(&self, capacity: usize) -> Result<Subscription, NodeError> {
+        self.register_subscription(capacity, None)
+    }
+
+    /// [`Node::subscribe`], and have the publisher call `notify` after each burst it pushed
+    /// into this subscriber's ring: a subscriber that sleeps in something other than the
+    /// ring (an I/O thread in `epoll_wait`) is woken that way. `notify` runs on the
+    /// publisher thread and must be quick and never block (an `eventfd` write, typically
+    /// only when the subscriber said it is about to sleep).
+    pub fn subscribe_with_notify(
+        &self,
+        capacity: usize,
+        notify: Notify,
+    ) -> Result<Subscription, NodeError> {
+        self.register_subscription(capacity, Some(notify))
+    }
+
+    fn register_subscription(
+        &self,
+        capacity: usize,
+        notify: Option<Notify>,
+    ) -> Result<Subscription, NodeError> {
         if self.shared.stop.load(Ordering::Acquire) {
             return Err(NodeError::Stopped);
         }
@@ -528,7 +578,7 @@ impl Node {
         self.register_subscriber
             .lock()
             .expect("registration lock")
-            .send(SubscriberRegistration { feed, lagged: lagged.clone() })
+            .send(SubscriberRegistration { feed, lagged: lagged.clone(), notify })
             .map_err(|_| NodeError::Stopped)?;
         self.shared.publisher_doorbell.notify();
         Ok(Subscription { feed: rx, lagged })
@@ -1224,6 +1274,9 @@ fn publisher_loop(
                     s.lagged.store(true, Ordering::Release);
                 }
             }
+            if let Some(notify) = &s.notify {
+                notify();
+            }
         }
         entries.clear();
         for out in burst.drain(..) {
@@ -1233,6 +1286,7 @@ fn publisher_loop(
                 register(&mut clients);
             }
             match clients.get_mut(out.client as usize) {
+                Some(Some(c)) if !c.wants_acks => {}
                 Some(Some(c)) => {
                     let ack = Ack {
                         correlation: out.origin.reference,

@@ -360,3 +360,48 @@ fn subscribers_see_every_command_with_its_origin() {
         assert_eq!((e.origin.source, e.origin.reference), (77, refs[(e.seq - 1) as usize]));
     }
 }
+
+#[test]
+fn a_client_without_acks_is_answered_through_a_notifying_subscription() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let node =
+        Node::start(NodeConfig { durability: Durability::Write, ..config(dir.path()) }).unwrap();
+    let notified = Arc::new(AtomicUsize::new(0));
+    let counter = notified.clone();
+    let mut feed = node
+        .subscribe_with_notify(
+            4096,
+            Arc::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .unwrap();
+    let mut client = node.client_without_acks(7).unwrap();
+    let commands = setup();
+    for (i, c) in commands.iter().enumerate() {
+        client.submit_from(42, *c, i as u64 + 1).unwrap();
+    }
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + T;
+    while seen.len() < commands.len() {
+        assert!(std::time::Instant::now() < deadline, "events did not arrive");
+        match feed.try_next() {
+            Some(entry) => seen.push(entry),
+            None => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    for (i, entry) in seen.iter().enumerate() {
+        assert_eq!(entry.command, commands[i], "each entry carries its command");
+        assert_eq!((entry.origin.source, entry.origin.reference), (42, i as u64 + 1));
+        assert!(!matches!(entry.events[0], Event::Rejected { .. }));
+    }
+    assert!(notified.load(Ordering::SeqCst) >= 1, "the publisher notified the subscriber");
+    assert!(feed.is_empty());
+    assert!(client.try_ack().is_none(), "no acknowledgements for this client");
+    assert!(!client.acks_lost());
+    assert_eq!(node.stats().acks_dropped, 0);
+    assert_eq!(node.last_reference(42).unwrap(), commands.len() as u64);
+    node.stop().unwrap();
+}

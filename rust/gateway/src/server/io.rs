@@ -3,7 +3,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -159,7 +159,11 @@ pub(super) struct Io {
     actions: Vec<Action>,
     routed: Vec<(AccountId, Message)>,
     md_out: Vec<(MarketId, MdOutput)>,
-    in_flight: u64,
+    /// Set while the thread is about to sleep in `epoll_wait`: the publisher's notification
+    /// wakes it (through the waker) only then.
+    sleeping: Arc<AtomicBool>,
+    /// The wall clock (ns since the Unix epoch), read once per turn of the loop.
+    now: u64,
     /// Cancel-on-disconnect commands the node's ring refused; retried every turn.
     pending_cod: Vec<(u64, AccountId)>,
     next_session_id: u64,
@@ -197,7 +201,16 @@ impl Io {
         // Subscribe first, then read the published position, then cut the market-data state:
         // the router starts at `published + 1`, fills any gap before the subscription's first
         // entry from the event log, and skips book changes the seeded state already has.
-        let feed = node.subscribe(config.event_ring)?;
+        let sleeping = Arc::new(AtomicBool::new(false));
+        let notify: bourse_node::node::Notify = {
+            let (sleeping, waker) = (sleeping.clone(), waker.clone());
+            Arc::new(move || {
+                if sleeping.load(Ordering::SeqCst) && sleeping.swap(false, Ordering::SeqCst) {
+                    let _ = waker.wake();
+                }
+            })
+        };
+        let feed = node.subscribe_with_notify(config.event_ring, notify)?;
         let published = node.stats().published_seq;
         let mut md = MdState::new(config.md_retention);
         let markets = node.query(|e| {
@@ -218,7 +231,9 @@ impl Io {
         for (m, status, book_seq, bids, asks) in markets {
             md.seed(m, MdMarket::new(status, book_seq, &bids, &asks));
         }
-        let client = node.client()?;
+        // Results come from the subscription (every command's events with its origin), so
+        // the node builds no acknowledgements for this client.
+        let client = node.client_without_acks(0)?;
         let session_config = config.session_config();
         let io = Io {
             poll,
@@ -243,7 +258,8 @@ impl Io {
             actions: Vec::new(),
             routed: Vec::new(),
             md_out: Vec::new(),
-            in_flight: 0,
+            sleeping,
+            now: now_ns(),
             pending_cod: Vec::new(),
             next_session_id: now_ns(),
             stopping: false,
@@ -259,32 +275,41 @@ impl Io {
         }
         let mut events = Events::with_capacity(1024);
         let spin = Duration::from_micros(self.config.spin_us);
-        let (idle, yield_when_idle) = match (self.config.idle_poll_us, node_config.wait) {
-            (0, WaitStrategy::BusySpin) => (Duration::ZERO, false),
-            (0, WaitStrategy::Yield) => (Duration::ZERO, true),
-            (0, WaitStrategy::SpinThenPark { park_timeout_us, .. }) => {
-                (Duration::from_micros(park_timeout_us.max(1) as u64), false)
-            }
-            (us, _) => (Duration::from_micros(us), false),
+        let (sleep, yield_when_idle) = match (self.config.idle_poll_us, node_config.wait) {
+            (0, WaitStrategy::BusySpin) => (None, false),
+            (0, WaitStrategy::Yield) => (None, true),
+            // The publisher wakes a sleeping I/O thread (`notify`), and sockets wake it
+            // through epoll: sleeping until the next tick loses nothing.
+            (0, WaitStrategy::SpinThenPark { .. }) => (Some(TICK), false),
+            (us, _) => (Some(Duration::from_micros(us).min(TICK)), false),
         };
         let mut last_activity = Instant::now();
-        let mut last_tick = Instant::now();
+        let mut last_tick = last_activity;
         loop {
-            let busy = self.in_flight > 0
-                || !self.pending_cod.is_empty()
-                || !self.replaying.is_empty()
-                || last_activity.elapsed() < spin;
-            let timeout = if busy { Duration::ZERO } else { idle };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            let timeout = match sleep {
+                Some(sleep) if last_activity.elapsed() >= spin && self.pending_cod.is_empty() => {
+                    // Announce the sleep, then look once more: an entry published between
+                    // the last look and the announcement would otherwise not wake us.
+                    self.sleeping.store(true, Ordering::SeqCst);
+                    if self.feed.is_empty() {
+                        sleep
+                    } else {
+                        self.sleeping.store(false, Ordering::SeqCst);
+                        Duration::ZERO
+                    }
+                }
+                _ => Duration::ZERO,
+            };
+            let polled = self.poll.poll(&mut events, Some(timeout));
+            self.sleeping.store(false, Ordering::SeqCst);
+            if let Err(e) = polled {
                 if e.kind() != ErrorKind::Interrupted {
                     eprintln!("bourse-gateway: poll failed: {e}; stopping");
                     break;
                 }
             }
+            self.now = now_ns();
             let mut active = !events.is_empty();
-            if !active && !busy && yield_when_idle {
-                std::thread::yield_now();
-            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -309,25 +334,19 @@ impl Io {
                 self.shutdown();
                 return;
             }
-            while self.client.try_ack().is_some() {
-                self.in_flight = self.in_flight.saturating_sub(1);
-                active = true;
-            }
-            if self.in_flight > 0 && self.client.acks_lost() && !active {
-                // Acknowledgements only pace the waiting; if the node dropped some (this
-                // thread fell behind), stop waiting for them rather than spin for ever.
-                self.in_flight = 0;
-            }
             self.retry_cancel_on_disconnect();
             active |= self.route();
             active |= self.pump_replays();
-            if last_tick.elapsed() >= TICK {
-                last_tick = Instant::now();
+            let instant = Instant::now();
+            if instant.duration_since(last_tick) >= TICK {
+                last_tick = instant;
                 self.tick();
             }
             self.flush_all();
             if active {
-                last_activity = Instant::now();
+                last_activity = instant;
+            } else if yield_when_idle {
+                std::thread::yield_now();
             }
         }
     }
@@ -361,7 +380,7 @@ impl Io {
                         continue;
                     }
                     self.next_session_id += 1;
-                    let now = now_ns();
+                    let now = self.now;
                     let (session, challenge) =
                         Session::new(self.session_config, self.next_session_id, nonce, now);
                     let mut conn = Conn {
@@ -460,7 +479,7 @@ impl Io {
     }
 
     fn on_message(&mut self, i: usize, msg: Message) {
-        let now = now_ns();
+        let now = self.now;
         let mut actions = std::mem::take(&mut self.actions);
         actions.clear();
         let was_logged_in;
@@ -573,7 +592,6 @@ impl Io {
     fn submit(&mut self, i: usize, command: Command, client_ref: u64, key_id: u64, now: u64) {
         match self.client.submit_from(key_id, command, client_ref) {
             Ok(()) => {
-                self.in_flight += 1;
                 self.counters.submitted.fetch_add(1, Ordering::Relaxed);
                 if let Some(conn) = self.conn(i) {
                     conn.max_client_ref = conn.max_client_ref.max(client_ref);
@@ -605,7 +623,6 @@ impl Io {
             let command = Command::CancelAll { account, market: None, side: None };
             match self.client.submit_from(key_id, command, 0) {
                 Ok(()) => {
-                    self.in_flight += 1;
                     self.pending_cod.remove(0);
                 }
                 Err(SubmitError::Busy(_)) => return,
@@ -622,7 +639,7 @@ impl Io {
         let Some(conn) = self.conn(i) else { return };
         push_frame(&mut conn.out, m);
         if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) {
-            c.session.on_sent(now_ns());
+            c.session.on_sent(self.now);
         }
         self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
         self.queue_flush(i);
@@ -676,7 +693,7 @@ impl Io {
     /// End a session the session itself did not end: cancel-on-disconnect and slot release
     /// as for a lost connection, then close once the output drains.
     fn end_session(&mut self, i: usize, immediately: bool) {
-        let now = now_ns();
+        let now = self.now;
         let mut actions = std::mem::take(&mut self.actions);
         actions.clear();
         if let Some(conn) = self.conn(i) {
@@ -785,7 +802,7 @@ impl Io {
     }
 
     fn tick(&mut self) {
-        let now = now_ns();
+        let now = self.now;
         let instant = Instant::now();
         let mut actions = std::mem::take(&mut self.actions);
         for i in 0..self.conns.len() {
@@ -1066,10 +1083,11 @@ impl Io {
             }
         }
         push_frame(&mut frames, &Message::MdSnapshotEnd(MdSnapshotEnd { market, book_seq }));
+        let now = self.now;
         let Some(conn) = self.conn(i) else { return };
         conn.out.extend_from_slice(&frames);
         conn.subs.push(MdSub { market, feed, skip_upto: book_seq, status });
-        conn.session.on_sent(now_ns());
+        conn.session.on_sent(now);
         self.counters.messages_out.fetch_add(count as u64 + 2, Ordering::Relaxed);
         self.market_subs.entry(market).or_default().push(i);
         self.queue_flush(i);
@@ -1131,16 +1149,12 @@ impl Io {
 
     fn shutdown(&mut self) {
         self.end_sessions_of(None);
+        // Cancel-on-disconnect must be in the node's ring before the node is stopped (the
+        // node applies everything submitted before it stops).
         let deadline = Instant::now() + STOP_GRACE;
-        // Cancel-on-disconnect must reach the node before it stops.
-        while (self.in_flight > 0 || !self.pending_cod.is_empty()) && Instant::now() < deadline {
+        while !self.pending_cod.is_empty() && Instant::now() < deadline {
             self.retry_cancel_on_disconnect();
-            match self.client.ack_timeout(Duration::from_millis(10)) {
-                Some(_) => self.in_flight = self.in_flight.saturating_sub(1),
-                None if self.client.acks_lost() => break,
-                None => {}
-            }
-            self.flush_all();
+            std::thread::sleep(Duration::from_micros(100));
         }
         if !self.pending_cod.is_empty() {
             eprintln!(

@@ -34,12 +34,13 @@
 //! # Waiting and placement
 //!
 //! The I/O thread follows the node's configuration unless told otherwise: it is pinned to
-//! `cores.gateway`, and waits the way the node's threads do. While commands are in flight,
-//! or for `spin_us` after the last activity, the loop polls without sleeping; otherwise,
-//! under `spin_then_park`, it sleeps in `epoll_wait` for at most the strategy's
-//! `park_timeout_us` (or `idle_poll_us`), which bounds the delay of a message caused by
-//! another channel (a fill from the control plane) reaching an idle gateway; under
-//! `busy_spin` it never sleeps, under `yield` it yields between empty polls.
+//! `cores.gateway`, and waits the way the node's threads do. Under `spin_then_park` it
+//! sleeps in `epoll_wait` (after `spin_us` of polling, 0 by default); sockets wake it, and
+//! so does the publisher: the thread announces its sleep in a flag, looks at its
+//! subscription once more, and the publisher's notification (`Node::subscribe_with_notify`)
+//! writes the `mio` waker's eventfd only when the flag is set — one syscall per burst, and
+//! none while the thread is awake. Under `busy_spin` it never sleeps; under `yield` it
+//! yields between empty polls.
 //!
 //! # Complexity
 //!
@@ -97,7 +98,9 @@ pub struct GatewayConfig {
     pub flood_per_sec: u32,
     /// Message burst of any kind before a session is cut for flooding.
     pub flood_burst: u32,
-    /// Keep polling without sleeping for this long after the last activity, µs.
+    /// Keep polling without sleeping for this long after the last activity, µs (0, the
+    /// default: sleep at once — the publisher and the sockets wake the thread, and on a
+    /// small machine a spinning I/O thread only takes the core the pipeline needs).
     pub spin_us: u64,
     /// Longest sleep of an idle I/O thread, µs; 0 (the default) follows the node's wait
     /// strategy: never sleep under `busy_spin` or `yield`, sleep up to `park_timeout_us`
@@ -126,7 +129,7 @@ impl Default for GatewayConfig {
             throttle_burst: s.throttle_burst,
             flood_per_sec: s.flood_per_sec,
             flood_burst: s.flood_burst,
-            spin_us: 200,
+            spin_us: 0,
             idle_poll_us: 0,
             core: None,
             event_ring: 1 << 16,

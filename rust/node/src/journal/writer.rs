@@ -89,6 +89,10 @@ pub struct JournalWriter {
     next_seq: u64,
     durable_seq: u64,
     poisoned: bool,
+    /// Under [`Durability::Write`]: the `fdatasync` of the last finished segment, running on
+    /// its own thread so that a roll does not stall the sequencer for the whole segment's
+    /// sync. At most one is in flight; its failure poisons the writer like any other.
+    retired_sync: Option<(PathBuf, std::thread::JoinHandle<std::io::Result<()>>)>,
 }
 
 impl JournalWriter {
@@ -149,6 +153,7 @@ impl JournalWriter {
             next_seq,
             durable_seq: next_seq - 1,
             poisoned: false,
+            retired_sync: None,
         })
     }
 
@@ -202,6 +207,9 @@ impl JournalWriter {
     pub fn commit(&mut self) -> Result<CommitStats, JournalError> {
         if self.poisoned {
             return Err(JournalError::Poisoned);
+        }
+        if self.retired_sync.as_ref().is_some_and(|(_, h)| h.is_finished()) {
+            self.finish_retired_sync()?;
         }
         let records = self.batch_records;
         if records == 0 {
@@ -267,18 +275,18 @@ impl JournalWriter {
     /// shutdown).
     pub fn sync(&mut self) -> Result<(), JournalError> {
         self.flush()?;
+        self.finish_retired_sync()?;
         let r = self.file.sync_data();
         self.check(r, "fdatasync segment")
     }
 
-    /// Finish the current segment (write out buffered records; sync it unless the policy is
-    /// `none`) and start a new one at the next sequence number.
+    /// Finish the current segment (write out buffered records; under `write` sync it in the
+    /// background — under `fsync` every commit already did) and start a new one at the next
+    /// sequence number.
     fn roll(&mut self) -> Result<(), JournalError> {
         self.flush()?;
-        if self.durability == Durability::Write {
-            let r = self.file.sync_data();
-            self.check(r, "fdatasync segment")?;
-        }
+        // One background sync at a time: the previous one must have succeeded first.
+        self.finish_retired_sync()?;
         let created = create_segment(&self.dir, self.next_seq, self.durability);
         let (file, path) = match created {
             Ok(fp) => fp,
@@ -287,10 +295,37 @@ impl JournalWriter {
                 return Err(e);
             }
         };
-        self.file = file;
-        self.path = path;
+        let finished = std::mem::replace(&mut self.file, file);
+        let finished_path = std::mem::replace(&mut self.path, path);
         self.segment_len = SEGMENT_HEADER_LEN as u64;
+        if self.durability == Durability::Write {
+            // Its records are written; syncing it is not on any acknowledgement's path under
+            // `write`, so it happens off the sequencer thread.
+            let spawned = std::thread::Builder::new()
+                .name("bourse-journal-sync".into())
+                .spawn(move || finished.sync_data());
+            match spawned {
+                Ok(handle) => self.retired_sync = Some((finished_path, handle)),
+                Err(e) => {
+                    self.poisoned = true;
+                    return Err(JournalError::io("spawn segment sync", &finished_path, e));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Wait for the background sync of the last finished segment, if any; its failure
+    /// poisons the writer.
+    fn finish_retired_sync(&mut self) -> Result<(), JournalError> {
+        let Some((path, handle)) = self.retired_sync.take() else { return Ok(()) };
+        let result = handle
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the segment sync thread panicked")));
+        result.map_err(|e| {
+            self.poisoned = true;
+            JournalError::io("fdatasync finished segment", &path, e)
+        })
     }
 
     fn check(&mut self, r: std::io::Result<()>, op: &'static str) -> Result<(), JournalError> {
@@ -343,6 +378,11 @@ impl Drop for JournalWriter {
     fn drop(&mut self) {
         if !self.poisoned && self.committed_len > 0 {
             let _ = self.file.write_all(&self.batch[..self.committed_len]);
+        }
+        if let Some((path, handle)) = self.retired_sync.take() {
+            if !matches!(handle.join(), Ok(Ok(()))) {
+                eprintln!("bourse-journal: syncing the finished segment {} failed", path.display());
+            }
         }
     }
 }
