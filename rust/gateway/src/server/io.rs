@@ -205,6 +205,9 @@ impl Io {
         let notify: bourse_node::node::Notify = {
             let (sleeping, waker) = (sleeping.clone(), waker.clone());
             Arc::new(move || {
+                // Dekker: the publisher's push (a release store) must be ordered before this
+                // load, as the I/O thread's announcement is before its look at the ring.
+                std::sync::atomic::fence(Ordering::SeqCst);
                 if sleeping.load(Ordering::SeqCst) && sleeping.swap(false, Ordering::SeqCst) {
                     let _ = waker.wake();
                 }
