@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bourse_engine::*;
 use bourse_gateway::protocol::NewOrder;
 use bourse_gateway::protocol::*;
-use bourse_gateway::server::{Gateway, GatewayConfig};
+use bourse_gateway::server::{message_seq, Gateway, GatewayConfig};
 use bourse_gateway::session::SessionKinds;
 use bourse_node::{Durability, Node, NodeConfig, WaitStrategy};
 use hmac::{Hmac, Mac};
@@ -237,7 +237,7 @@ impl Client {
                     if let Message::Heartbeat(_) = m {
                         continue;
                     }
-                    let seq = sequenced(&m);
+                    let seq = message_seq(&m);
                     if seq != 0 {
                         assert!(
                             seq > self.last_seq,
@@ -343,18 +343,6 @@ impl Client {
             Some(Message::OrderAccepted(a)) => a.order_id,
             _ => unreachable!(),
         }
-    }
-}
-
-fn sequenced(m: &Message) -> u64 {
-    match m {
-        Message::OrderAccepted(x) => x.seq,
-        Message::OrderRejected(x) => x.seq,
-        Message::OrderExecuted(x) => x.seq,
-        Message::OrderCancelled(x) => x.seq,
-        Message::OrderAmended(x) => x.seq,
-        Message::MassCancelReport(x) => x.seq,
-        _ => 0,
     }
 }
 
@@ -1008,4 +996,45 @@ proptest::proptest! {
         let end = probe.recv_until(|m| matches!(m, Message::EndOfSession(_)));
         proptest::prop_assert!(matches!(end.last(), Some(Message::EndOfSession(_))));
     }
+}
+
+#[test]
+fn a_delisting_cancels_every_order_on_the_wire_and_ends_the_feed() {
+    let venue = Venue::start();
+    let addr = venue.addr();
+    let (mut md, mut book) = subscribe(addr, 13, FeedKind::OrderByOrder);
+    let mut alice = Client::order_entry(addr, 11);
+    alice.rest(Side::Buy, 90, 1000, 1);
+    alice.rest(Side::Sell, 110, 1000, 2);
+    for status in [MarketStatus::Halted, MarketStatus::Delisted] {
+        let mut operator = venue.node().client().unwrap();
+        let ack = operator.call(Command::SetMarketStatus { market: MARKET, status }, T).unwrap();
+        assert!(!matches!(ack.events[0], Event::Rejected { .. }), "{:?}", ack.events);
+    }
+    let cancels =
+        alice.recv_until(|m| matches!(m, Message::OrderCancelled(x) if x.client_order_id == 2));
+    let cancels: Vec<_> = cancels
+        .iter()
+        .filter_map(|m| match m {
+            Message::OrderCancelled(x) => Some((x.client_order_id, x.reason, x.client_ref)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancels, [(1, CancelReason::Delisted, 0), (2, CancelReason::Delisted, 0)]);
+    let feed = md.recv_until(
+        |m| matches!(m, Message::MdMarketStatus(s) if s.status == MarketStatus::Delisted),
+    );
+    let statuses: Vec<_> = feed
+        .iter()
+        .filter_map(|m| match m {
+            Message::MdMarketStatus(s) => Some(s.status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses, [MarketStatus::Halted, MarketStatus::Delisted]);
+    for m in &feed {
+        book.apply(m);
+    }
+    assert!(book.orders.is_empty(), "every order left the book before the market closed");
+    assert!(engine_book(venue.node()).is_empty());
 }

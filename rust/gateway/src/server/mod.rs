@@ -65,6 +65,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use keys::{KeyRegistry, KeysView};
+pub use replay::message_seq;
 
 use crate::session::{SessionConfig, SessionKinds};
 

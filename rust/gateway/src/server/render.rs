@@ -19,6 +19,9 @@
 //! | `OrderDone` (not filled) | `OrderCancelled` | the owner |
 //! | `MassCancelled` | `MassCancelReport` | the owner |
 //!
+//! A delisting (a `SetMarketStatus` command) cancels every resting order of the market: an
+//! `OrderCancelled` (`Delisted`) per order, to its owner, with `client_ref` 0.
+//!
 //! A filled order has no message of its own: its last `OrderExecuted` has
 //! `leaves_quantity` 0. A market buy by quote amount has no base quantity, so its fills
 //! carry `leaves_quantity` 0 and its end is always an `OrderCancelled` (`BudgetExhausted`
@@ -33,7 +36,7 @@
 //! O(events) per command; the per-command account counters are a short linear list (a
 //! command touches few accounts; a sweep touches one per maker).
 
-use bourse_engine::{AccountId, Command, CommandKind, DoneReason, Event, OrderType, Side};
+use bourse_engine::{AccountId, Command, CommandKind, Event, OrderType, Side};
 use bourse_node::CommandEvents;
 
 use crate::protocol::{
@@ -94,13 +97,14 @@ pub fn account_messages(
     mut f: impl FnMut(AccountId, Message),
 ) {
     let kind = ce.command.kind();
-    let Some(template) = request_template(kind) else {
-        // Only order commands, and delistings (market status), touch orders.
-        if kind == CommandKind::SetMarketStatus {
-            delisting_messages(ce, &mut wants, &mut f);
-        }
+    let template = request_template(kind);
+    // Only order commands, and delistings (a market status change cancels the book), touch
+    // orders.
+    if template.is_none() && kind != CommandKind::SetMarketStatus {
         return;
-    };
+    }
+    // No account is the requester of a status change (account 0, the fee account, has no
+    // orders), so its messages carry client_ref 0.
     let requester = command_account(&ce.command).unwrap_or(AccountId(0));
     let reference = ce.origin.reference;
     let client_ref = |account: AccountId| if account == requester { reference } else { 0 };
@@ -122,6 +126,7 @@ pub fn account_messages(
     for ev in &ce.events {
         match *ev {
             Event::Rejected { account, order_id, client_order_id, reason, .. } => {
+                let Some(template) = template else { continue };
                 let account = if account.0 != 0 { account } else { requester };
                 emit(account, &|seq| {
                     Message::OrderRejected(OrderRejected {
@@ -301,50 +306,6 @@ pub fn account_messages(
                 });
             }
             _ => {}
-        }
-    }
-}
-
-/// A delisting cancels every resting order of the market: one `OrderCancelled`
-/// (`Delisted`) per order, to its owner, with `client_ref` 0.
-fn delisting_messages(
-    ce: &CommandEvents,
-    wants: &mut impl FnMut(AccountId) -> bool,
-    f: &mut impl FnMut(AccountId, Message),
-) {
-    let mut indexes = Indexes::default();
-    for ev in &ce.events {
-        if let Event::OrderDone {
-            order_id,
-            account,
-            market,
-            client_order_id,
-            reason: reason @ DoneReason::Delisted,
-            filled_quantity,
-            cancelled_quantity,
-        } = *ev
-        {
-            let Some(index) = indexes.next(account) else { continue };
-            if !wants(account) {
-                continue;
-            }
-            let Some(wire_reason) = cancel_reason(reason, CancelSource::Request) else {
-                continue;
-            };
-            f(
-                account,
-                Message::OrderCancelled(OrderCancelled {
-                    seq: stream_seq(ce.seq, index),
-                    timestamp_ns: ce.timestamp_ns,
-                    client_ref: 0,
-                    order_id,
-                    client_order_id,
-                    market,
-                    reason: wire_reason,
-                    filled_quantity,
-                    cancelled_quantity,
-                }),
-            );
         }
     }
 }
