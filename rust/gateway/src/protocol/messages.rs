@@ -464,7 +464,7 @@ messages! {
         seq: u64,
         /// Sequencer timestamp, ns.
         timestamp_ns: u64,
-        /// The CancelOrder/MassCancel's client_ref when it caused this, else 0.
+        /// The client_ref of the request of this account that caused it (a CancelOrder, a MassCancel, or the NewOrder/AmendOrder whose remainder expired or met self-trade prevention); 0 for a delisting or cancel-on-disconnect.
         client_ref: u64,
         /// The order.
         order_id: OrderId,
