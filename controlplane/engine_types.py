@@ -561,6 +561,8 @@ class GatewayConfig(TypedDict, total=False):
     outbound_buffer_bytes: int
     md_retention: int
     max_subscriptions: int
+    subscribes_per_sec: int
+    max_pending_logins: int
     heartbeat_min_ms: int
     heartbeat_max_ms: int
     max_clock_skew_ms: int

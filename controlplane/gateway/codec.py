@@ -375,6 +375,7 @@ class SubscribeRejectReason(enum.IntEnum):
     TOO_MANY_SUBSCRIPTIONS = 3
     INVALID_DEPTH = 4
     NOT_PERMITTED = 5
+    THROTTLED = 6
 
 
 class RetransmitStatus(enum.IntEnum):

@@ -736,7 +736,7 @@ fn levels_and_top_of_book_feeds_follow_the_book() {
     levels.send(&Message::MdSubscribe(MdSubscribe {
         market: MARKET,
         feed: FeedKind::Levels,
-        depth: 5,
+        depth: 0,
     }));
     let snap = levels.recv_until(|m| matches!(m, Message::MdSnapshotEnd(_)));
     assert!(
@@ -1037,4 +1037,164 @@ fn a_delisting_cancels_every_order_on_the_wire_and_ends_the_feed() {
     }
     assert!(book.orders.is_empty(), "every order left the book before the market closed");
     assert!(engine_book(venue.node()).is_empty());
+}
+
+// ---- Regressions found by review ---------------------------------------------------------
+
+/// Rest `n` orders of `account` through another channel (a plain node client, source 0).
+fn place_via_node(node: &Node, account: u64, price: u64, n: usize) {
+    let mut c = node.client().unwrap();
+    for _ in 0..n {
+        let o = bourse_engine::NewOrder {
+            account: AccountId(account),
+            market: MARKET,
+            client_order_id: 0,
+            side: Side::Buy,
+            order_type: OrderType::Limit,
+            time_in_force: TimeInForce::Gtc,
+            post_only: false,
+            stp: StpMode::None,
+            price,
+            quantity: 1000,
+            quote_quantity: 0,
+            reserve_price: 0,
+        };
+        c.call(Command::PlaceOrder(o), T).unwrap();
+    }
+}
+
+#[test]
+fn a_logout_sends_everything_owed_before_end_of_session() {
+    let venue = Venue::start();
+    // A request and the Logout in one write: the request's reply comes first.
+    let mut c = Client::order_entry(venue.addr(), 11);
+    let order = Message::NewOrder(NewOrder {
+        client_ref: 1,
+        market: MARKET,
+        client_order_id: 9,
+        side: Side::Buy,
+        order_type: OrderType::Limit,
+        time_in_force: TimeInForce::Gtc,
+        post_only: false,
+        stp: StpMode::None,
+        price: 100,
+        quantity: 1000,
+        quote_quantity: 0,
+        reserve_price: 0,
+    });
+    let mut bytes = Vec::new();
+    for m in [order, Message::Logout(Logout {})] {
+        let at = bytes.len();
+        bytes.resize(at + m.frame_len(), 0);
+        m.encode(&mut bytes[at..]).unwrap();
+    }
+    c.send_raw(&bytes);
+    let got = c.recv_until(|m| matches!(m, Message::EndOfSession(_)));
+    assert!(matches!(got[0], Message::OrderAccepted(a) if a.client_order_id == 9), "{got:?}");
+    assert!(c.closed());
+    // A replay still running when the Logout arrives is finished first.
+    place_via_node(venue.node(), 1, 100, 3000);
+    let (mut c, _) = Client::login(venue.addr(), 11, SessionKind::OrderEntry, false, 1).unwrap();
+    c.send(&Message::Logout(Logout {}));
+    let got = c.recv_until(|m| matches!(m, Message::EndOfSession(_)));
+    let accepted = got.iter().filter(|m| matches!(m, Message::OrderAccepted(_))).count();
+    assert_eq!(accepted, 3001, "the whole replay, then EndOfSession");
+}
+
+#[test]
+fn another_channels_references_never_reach_the_wire() {
+    let venue = Venue::start();
+    let mut c = Client::order_entry(venue.addr(), 11);
+    place_via_node(venue.node(), 1, 100, 1);
+    let mut admin = venue.node().client().unwrap();
+    let cancel_all = Command::CancelAll { account: AccountId(1), market: None, side: None };
+    admin.call(cancel_all, T).unwrap();
+    let got = c.recv_until(|m| matches!(m, Message::MassCancelReport(_)));
+    for m in &got {
+        match m {
+            Message::OrderAccepted(a) => assert_eq!(a.client_ref, 0),
+            Message::OrderCancelled(x) => {
+                assert_eq!((x.client_ref, x.reason), (0, CancelReason::MassCancel))
+            }
+            Message::MassCancelReport(x) => assert_eq!(x.client_ref, 0),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn resume_positions_at_the_edges() {
+    let venue = Venue::start();
+    let (_, accepted) =
+        Client::login(venue.addr(), 11, SessionKind::OrderEntry, false, 1).expect("1 = everything");
+    assert_eq!(accepted.next_seq, 1);
+    let ahead = venue.node().stats().published_seq + 1;
+    let ahead = (ahead << 16) + 5;
+    assert_eq!(
+        Client::login(venue.addr(), 12, SessionKind::OrderEntry, false, ahead).err(),
+        Some(LoginRejectReason::SeqUnavailable),
+        "a position beyond the current one"
+    );
+}
+
+#[test]
+fn market_data_requests_are_bounded() {
+    let venue = Venue::start();
+    place_via_node(venue.node(), 1, 100, 3000);
+    // A top-of-book subscription needs no retransmit.
+    let (mut top, _) = subscribe(venue.addr(), 12, FeedKind::TopOfBook);
+    top.send(&Message::MdRetransmitRequest(MdRetransmitRequest {
+        market: MARKET,
+        from_book_seq: 1,
+        count: 5,
+    }));
+    let reply = top.recv_until(|m| matches!(m, Message::MdRetransmitReply(_)));
+    assert!(
+        matches!(reply.last(), Some(Message::MdRetransmitReply(r)) if r.status == RetransmitStatus::Accepted && r.count == 0)
+    );
+    // Subscribe requests cost a snapshot each: 10 a second, then Throttled; depth must be 0.
+    let (mut md, _) = Client::login(venue.addr(), 13, SessionKind::MarketData, false, 0).unwrap();
+    let sub =
+        |depth| Message::MdSubscribe(MdSubscribe { market: MARKET, feed: FeedKind::Levels, depth });
+    md.send(&sub(5));
+    assert!(
+        matches!(md.recv(T), Some(Message::MdSubscribeRejected(r)) if r.reason == SubscribeRejectReason::InvalidDepth)
+    );
+    for _ in 0..12 {
+        md.send(&sub(0));
+        md.send(&Message::MdUnsubscribe(MdUnsubscribe { market: MARKET }));
+    }
+    let got = md.drain(Duration::from_millis(300));
+    let throttled = got.iter().filter(|m| matches!(m, Message::MdSubscribeRejected(r) if r.reason == SubscribeRejectReason::Throttled)).count();
+    assert!(throttled >= 2, "{throttled} throttled");
+    // A client that asks for retransmits and never reads is cut at the outbound limit.
+    let (mut hog, _) = subscribe(venue.addr(), 14, FeedKind::OrderByOrder);
+    let request = Message::MdRetransmitRequest(MdRetransmitRequest {
+        market: MARKET,
+        from_book_seq: 1,
+        count: 3000,
+    });
+    let mut burst = Vec::new();
+    for _ in 0..1500 {
+        let at = burst.len();
+        burst.resize(at + request.frame_len(), 0);
+        request.encode(&mut burst[at..]).unwrap();
+    }
+    hog.send_raw(&burst);
+    let deadline = Instant::now() + T;
+    while venue.gateway.as_ref().unwrap().stats().slow_consumers == 0 {
+        assert!(Instant::now() < deadline, "the hog was not cut");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(hog.closed());
+}
+
+#[test]
+fn stopping_the_gateway_leaves_the_node_to_its_owner() {
+    let mut venue = Venue::start();
+    place_via_node(venue.node(), 1, 100, 2000);
+    // A replay in progress (never read) when the gateway stops.
+    let (_c, _) = Client::login(venue.addr(), 11, SessionKind::OrderEntry, false, 1).unwrap();
+    venue.gateway.take().unwrap().stop().unwrap();
+    assert_eq!(Arc::strong_count(venue.node()), 1, "replay workers were joined");
 }

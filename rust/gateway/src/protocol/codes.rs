@@ -386,10 +386,12 @@ codes! {
         AlreadySubscribed = 2,
         /// The session has as many subscriptions as it may.
         TooManySubscriptions = 3,
-        /// The depth is not allowed for the feed.
+        /// The depth is not allowed: this version serves every level, so it must be 0.
         InvalidDepth = 4,
         /// The session kind may not subscribe (order entry, drop copy).
         NotPermitted = 5,
+        /// Too many subscribe requests in the last second (each costs a snapshot); retry.
+        Throttled = 6,
     }
 }
 

@@ -526,7 +526,7 @@ messages! {
         market: MarketId,
         /// Order by order, levels, or top of book.
         feed: FeedKind,
-        /// Levels feed: levels per side in the snapshot (0 = all); else 0.
+        /// Reserved for a depth-limited levels feed: must be 0 (every level) in this version.
         depth: u16,
     }
 

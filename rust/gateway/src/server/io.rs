@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap;
 
 use super::keys::{KeyRegistry, KeysView};
 use super::md::{MdMarket, MdOutput, MdState};
-use super::render::{account_messages, request_template};
+use super::render::{account_messages, command_account, request_template};
 use super::replay::{self, ReplayJob, ReplayMsg};
 use super::{sides, Control, Counters, GatewayConfig, GatewayError, MdSub};
 use crate::protocol::{
@@ -35,6 +35,8 @@ const ROUTE_BURST: usize = 1024;
 const TICK: Duration = Duration::from_millis(5);
 /// How long a closing connection may take to drain its last bytes.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long a logged-out session may wait for what it is owed before EndOfSession anyway.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// How long `stop` waits for cancel-on-disconnect commands to be acknowledged.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -54,9 +56,8 @@ struct LoginStore<'a> {
     keys: KeysView<'a>,
     /// The first node sequence number not yet routed.
     live_node_seq: u64,
-    /// The oldest node sequence number the event log can replay (asked of the node only
-    /// for a Login that resumes).
-    first_available: u64,
+    /// Asked for the oldest replayable position only when a verified Login resumes.
+    node: &'a Node,
 }
 
 impl KeyStore for LoginStore<'_> {
@@ -68,14 +69,20 @@ impl KeyStore for LoginStore<'_> {
         self.keys.claim_nonce(nonce)
     }
 
+    /// Called only after the signature verified, so an unauthenticated client cannot make
+    /// the I/O thread list the data directory.
     fn resolve_next_seq(&self, _account: AccountId, next_seq: u64) -> Option<u64> {
         let live = stream_seq(self.live_node_seq, 0);
         if next_seq == 0 {
             return Some(live);
         }
-        let node_seq = next_seq >> 16;
-        (node_seq >= self.first_available.max(1) && node_seq <= self.live_node_seq)
-            .then_some(next_seq)
+        if next_seq > live {
+            return None;
+        }
+        // Positions below the first command's (1 << 16) mean "from the beginning".
+        let node_seq = (next_seq >> 16).max(1);
+        let first_available = self.node.first_available_seq().ok()?;
+        (node_seq >= first_available).then_some(next_seq)
     }
 
     fn claim_session(&self, key_id: u64, kind: SessionKind) -> bool {
@@ -115,6 +122,15 @@ struct Conn {
     subs: Vec<MdSub>,
     /// The highest client_ref this connection submitted.
     max_client_ref: u64,
+    /// Subscribe requests in the current second: (second since the epoch, count).
+    subscribe_window: (u64, u32),
+    /// The highest client_ref the node accepted from this connection (0: none).
+    last_submitted: u64,
+    /// The highest reference of this connection's key the router has routed.
+    routed_ref: u64,
+    /// After a Logout: the EndOfSession to send once everything owed is out, and the
+    /// latest time to send it anyway.
+    draining: Option<(Message, Instant)>,
     queued_for_flush: bool,
 }
 
@@ -151,6 +167,9 @@ pub(super) struct Io {
     account_conns: FxHashMap<AccountId, Vec<usize>>,
     market_subs: FxHashMap<MarketId, Vec<usize>>,
     replaying: Vec<usize>,
+    /// Replay worker threads (joined at shutdown), and the flag that tells them to stop.
+    replay_workers: Vec<std::thread::JoinHandle<()>>,
+    replay_stop: Arc<AtomicBool>,
     flush: Vec<usize>,
     control: Receiver<Control>,
     config: GatewayConfig,
@@ -253,6 +272,8 @@ impl Io {
             account_conns: FxHashMap::default(),
             market_subs: FxHashMap::default(),
             replaying: Vec::new(),
+            replay_workers: Vec::new(),
+            replay_stop: Arc::new(AtomicBool::new(false)),
             flush: Vec::new(),
             control,
             config,
@@ -294,6 +315,7 @@ impl Io {
                     // Announce the sleep, then look once more: an entry published between
                     // the last look and the announcement would otherwise not wake us.
                     self.sleeping.store(true, Ordering::SeqCst);
+                    std::sync::atomic::fence(Ordering::SeqCst);
                     if self.feed.is_empty() {
                         sleep
                     } else {
@@ -312,6 +334,8 @@ impl Io {
                 }
             }
             self.now = now_ns();
+            // Cancel-on-disconnect first, before new requests take the ring's free slots.
+            self.retry_cancel_on_disconnect();
             let mut active = !events.is_empty();
             for event in events.iter() {
                 match event.token() {
@@ -362,7 +386,15 @@ impl Io {
                 Ok((mut stream, peer)) => {
                     self.counters.accepted.fetch_add(1, Ordering::Relaxed);
                     let open = self.conns.len() - self.free.len();
-                    if open >= self.config.max_sessions {
+                    let awaiting_login = self
+                        .conns
+                        .iter()
+                        .flatten()
+                        .filter(|c| c.login.is_none() && c.closing.is_none())
+                        .count();
+                    if open >= self.config.max_sessions
+                        || awaiting_login >= self.config.max_pending_logins
+                    {
                         continue; // dropped: closes the connection
                     }
                     let _ = stream.set_nodelay(true);
@@ -399,6 +431,10 @@ impl Io {
                         replay: None,
                         subs: Vec::new(),
                         max_client_ref: 0,
+                        subscribe_window: (0, 0),
+                        last_submitted: 0,
+                        routed_ref: 0,
+                        draining: None,
                         queued_for_flush: false,
                     };
                     push_frame(&mut conn.out, &Message::Challenge(challenge));
@@ -489,16 +525,10 @@ impl Io {
         {
             let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else { return };
             was_logged_in = conn.session.state() == SessionState::LoggedIn;
-            let first_available = match msg {
-                Message::Login(l) if l.next_seq != 0 => {
-                    self.node.first_available_seq().unwrap_or(u64::MAX)
-                }
-                _ => 1,
-            };
             let store = LoginStore {
                 keys: self.keys.view(),
                 live_node_seq: self.next_seq,
-                first_available,
+                node: &self.node,
             };
             conn.session.on_message(&msg, now, &store, &mut actions);
             if !was_logged_in && conn.session.state() == SessionState::LoggedIn {
@@ -540,6 +570,15 @@ impl Io {
     fn run_actions(&mut self, i: usize, actions: &[Action], now: u64) {
         for action in actions {
             match *action {
+                Action::Send(
+                    m @ Message::EndOfSession(EndOfSession { reason: EndReason::LoggedOut }),
+                ) => {
+                    // A clean logout: EndOfSession goes after everything owed — the replies
+                    // to requests already submitted, the rest of a replay.
+                    if let Some(conn) = self.conn(i) {
+                        conn.draining = Some((m, Instant::now() + DRAIN_LIMIT));
+                    }
+                }
                 Action::Send(m) => self.send(i, &m),
                 Action::Submit { command, client_ref, key_id } => {
                     self.submit(i, command, client_ref, key_id, now)
@@ -556,20 +595,52 @@ impl Io {
                 }
                 Action::SessionEnded { key_id, kind } => {
                     self.keys.release_session(key_id, kind);
+                    let mut draining = false;
                     if let Some(conn) = self.conn(i) {
                         let max = conn.max_client_ref;
+                        draining = conn.draining.is_some();
                         self.keys.note_client_ref(key_id, max);
                     }
-                    self.detach(i);
+                    if !draining {
+                        self.detach(i);
+                    }
                 }
                 Action::Disconnect(_) => {
+                    let mut draining = false;
                     if let Some(conn) = self.conn(i) {
-                        conn.closing = Some(Instant::now() + CLOSE_GRACE);
+                        draining = conn.draining.is_some();
+                        if !draining {
+                            conn.closing = Some(Instant::now() + CLOSE_GRACE);
+                        }
+                    }
+                    if draining {
+                        self.try_finish_drain(i, false);
                     }
                     self.queue_flush(i);
                 }
             }
         }
+    }
+
+    /// A logged-out session still owed messages: once every request it submitted has been
+    /// routed back and its replay is over (or `force`, at the drain deadline), send its
+    /// EndOfSession and close.
+    fn try_finish_drain(&mut self, i: usize, force: bool) {
+        let Some(conn) = self.conn(i) else { return };
+        let Some((end, _)) = conn.draining else { return };
+        let caught_up = conn.routed_ref >= conn.last_submitted && conn.replay.is_none();
+        if !caught_up && !force {
+            return;
+        }
+        conn.draining = None;
+        if let Some(r) = conn.replay.take() {
+            conn.out.extend_from_slice(&r.pending);
+        }
+        push_frame(&mut conn.out, &end);
+        conn.closing = Some(Instant::now() + CLOSE_GRACE);
+        self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.detach(i);
+        self.queue_flush(i);
     }
 
     /// Remove a connection from the routing tables (its session is over).
@@ -593,11 +664,25 @@ impl Io {
     }
 
     fn submit(&mut self, i: usize, command: Command, client_ref: u64, key_id: u64, now: u64) {
-        match self.client.submit_from(key_id, command, client_ref) {
+        // While an account's cancel-on-disconnect waits for room in the node's ring, its new
+        // requests wait too: they must not overtake the cancel (which would cancel them).
+        let cancel_pending = command_account(&command)
+            .is_some_and(|a| self.pending_cod.iter().any(|&(_, account)| account == a));
+        let submitted = if cancel_pending {
+            Err(SubmitError::Busy(bourse_node::node::Submission {
+                command,
+                source: key_id,
+                correlation: client_ref,
+            }))
+        } else {
+            self.client.submit_from(key_id, command, client_ref)
+        };
+        match submitted {
             Ok(()) => {
                 self.counters.submitted.fetch_add(1, Ordering::Relaxed);
                 if let Some(conn) = self.conn(i) {
                     conn.max_client_ref = conn.max_client_ref.max(client_ref);
+                    conn.last_submitted = conn.last_submitted.max(client_ref);
                 }
             }
             Err(SubmitError::Busy(_)) | Err(SubmitError::Stopped) | Err(SubmitError::Timeout) => {
@@ -639,12 +724,12 @@ impl Io {
 
     /// Queue a message for the client (session-level: not held back by a replay).
     fn send(&mut self, i: usize, m: &Message) {
+        let now = self.now;
         let Some(conn) = self.conn(i) else { return };
         push_frame(&mut conn.out, m);
-        if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) {
-            c.session.on_sent(self.now);
-        }
+        conn.session.on_sent(now);
         self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.enforce_outbound_limit(i);
         self.queue_flush(i);
     }
 
@@ -810,6 +895,10 @@ impl Io {
         let mut actions = std::mem::take(&mut self.actions);
         for i in 0..self.conns.len() {
             let Some(conn) = self.conn(i) else { continue };
+            if conn.draining.is_some_and(|(_, deadline)| instant >= deadline) {
+                self.try_finish_drain(i, true);
+                continue;
+            }
             if let Some(deadline) = conn.closing {
                 if instant >= deadline {
                     self.close(i);
@@ -839,7 +928,10 @@ impl Io {
         }
         let Some(who) = self.conn(i).and_then(|c| c.login) else { return };
         let job = ReplayJob { account: who.account, from_seq, live_node_seq: live };
-        let rx = replay::spawn(self.node.clone(), job, self.waker.clone());
+        self.replay_workers.retain(|w| !w.is_finished());
+        let (rx, worker) =
+            replay::spawn(self.node.clone(), job, self.waker.clone(), self.replay_stop.clone());
+        self.replay_workers.extend(worker);
         let Some(conn) = self.conn(i) else { return };
         conn.replay = Some(Replay { rx, pending: Vec::new() });
         self.replaying.push(i);
@@ -889,6 +981,7 @@ impl Io {
                 k -= 1;
                 self.replaying.remove(k);
                 active = true;
+                self.try_finish_drain(i, false);
             }
             if let Some(why) = failed {
                 let peer = self.conn(i).map(|c| c.peer);
@@ -968,6 +1061,23 @@ impl Io {
             }
         }
         self.routed = routed;
+        // The requesting connection learns that this request of its key has been answered
+        // (a logged-out session waits for that before its EndOfSession).
+        if ce.origin.source != 0 {
+            if let Some(account) = command_account(&ce.command) {
+                let targets: smallvec_free::Targets =
+                    self.account_conns.get(&account).map_or(&[][..], |v| v.as_slice()).into();
+                for &i in targets.as_slice() {
+                    let Some(conn) = self.conn(i) else { continue };
+                    if conn.login.is_some_and(|l| l.key_id == ce.origin.source) {
+                        conn.routed_ref = conn.routed_ref.max(ce.origin.reference);
+                        if conn.draining.is_some() {
+                            self.try_finish_drain(i, false);
+                        }
+                    }
+                }
+            }
+        }
 
         let mut md_out = std::mem::take(&mut self.md_out);
         md_out.clear();
@@ -1011,15 +1121,25 @@ impl Io {
         let reject =
             |reason| Message::MdSubscribeRejected(MdSubscribeRejected { market: s.market, reason });
         let max = self.config.max_subscriptions;
+        let per_sec = self.config.subscribes_per_sec;
         let known = self.md.market(s.market).is_some();
+        let second = self.now / 1_000_000_000;
         let Some(conn) = self.conn(i) else { return };
-        let refusal = if !known {
+        // Every accepted subscribe makes the engine cut a snapshot: a fixed window per
+        // second bounds what one session can ask of it.
+        if conn.subscribe_window.0 != second {
+            conn.subscribe_window = (second, 0);
+        }
+        conn.subscribe_window.1 += 1;
+        let refusal = if conn.subscribe_window.1 > per_sec {
+            Some(SubscribeRejectReason::Throttled)
+        } else if !known {
             Some(SubscribeRejectReason::UnknownMarket)
         } else if conn.subs.iter().any(|x| x.market == s.market) {
             Some(SubscribeRejectReason::AlreadySubscribed)
         } else if conn.subs.len() >= max {
             Some(SubscribeRejectReason::TooManySubscriptions)
-        } else if s.depth != 0 && s.feed != FeedKind::Levels {
+        } else if s.depth != 0 {
             Some(SubscribeRejectReason::InvalidDepth)
         } else {
             None
@@ -1027,7 +1147,7 @@ impl Io {
         if let Some(reason) = refusal {
             return self.send(i, &reject(reason));
         }
-        let (market, feed, depth) = (s.market, s.feed, s.depth);
+        let (market, feed) = (s.market, s.feed);
         let snapshot = self.node.query(move |e| {
             let view = e.market(market)?;
             let entries = match feed {
@@ -1044,8 +1164,7 @@ impl Io {
                 FeedKind::Levels | FeedKind::TopOfBook => {
                     let max = match feed {
                         FeedKind::TopOfBook => 1,
-                        _ if depth == 0 => usize::MAX,
-                        _ => depth as usize,
+                        _ => usize::MAX,
                     };
                     Snapshot::Levels(
                         sides()
@@ -1093,6 +1212,7 @@ impl Io {
         conn.session.on_sent(now);
         self.counters.messages_out.fetch_add(count as u64 + 2, Ordering::Relaxed);
         self.market_subs.entry(market).or_default().push(i);
+        self.enforce_outbound_limit(i);
         self.queue_flush(i);
     }
 
@@ -1117,6 +1237,10 @@ impl Io {
         let Some(sub) = conn.subs.iter().find(|s| s.market == r.market).copied() else {
             return self.send(i, &reply(0, RetransmitStatus::NotSubscribed));
         };
+        if sub.feed == FeedKind::TopOfBook {
+            // Every top-of-book message is a full state: nothing to resend.
+            return self.send(i, &reply(0, RetransmitStatus::Accepted));
+        }
         let Some(market) = self.md.market(r.market) else {
             return self.send(i, &reply(0, RetransmitStatus::NotSubscribed));
         };
@@ -1128,15 +1252,13 @@ impl Io {
         match retained {
             Err(status) => return self.send(i, &reply(0, status)),
             Ok(changes) => {
-                if sub.feed != FeedKind::TopOfBook {
-                    for c in changes {
-                        let m = match sub.feed {
-                            FeedKind::Levels => c.level_message(),
-                            _ => c.order_message(),
-                        };
-                        push_frame(&mut frames, &m);
-                        count += 1;
-                    }
+                for c in changes {
+                    let m = match sub.feed {
+                        FeedKind::Levels => c.level_message(),
+                        _ => c.order_message(),
+                    };
+                    push_frame(&mut frames, &m);
+                    count += 1;
                 }
             }
         }
@@ -1145,7 +1267,18 @@ impl Io {
             conn.out.extend_from_slice(&frames);
         }
         self.counters.messages_out.fetch_add(count as u64, Ordering::Relaxed);
+        self.enforce_outbound_limit(i);
         self.queue_flush(i);
+    }
+
+    /// Cut a session whose queued bytes passed the limit (whatever queued them: live
+    /// messages, snapshots, retransmits, rejects).
+    fn enforce_outbound_limit(&mut self, i: usize) {
+        let limit = self.config.outbound_buffer_bytes;
+        let over = self.conn(i).is_some_and(|c| c.closing.is_none() && c.pending_bytes() > limit);
+        if over {
+            self.slow_consumer(i);
+        }
     }
 
     // ---- Shutdown ------------------------------------------------------------------------
@@ -1166,8 +1299,14 @@ impl Io {
             );
         }
         self.flush_all();
+        self.replay_stop.store(true, Ordering::Release);
         for i in 0..self.conns.len() {
             self.close(i);
+        }
+        // Closing dropped their channels; each worker ends at its next batch or send. Join
+        // them, so that the node has no other owner once `Gateway::stop` returns.
+        for worker in self.replay_workers.drain(..) {
+            let _ = worker.join();
         }
     }
 }

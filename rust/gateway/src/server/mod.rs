@@ -77,12 +77,18 @@ pub struct GatewayConfig {
     pub listen: String,
     /// Connections served at once; more are closed on accept.
     pub max_sessions: usize,
+    /// Connections that have not logged in yet, at most (each is closed after
+    /// `login_timeout_ms`); more are closed on accept, so unauthenticated clients cannot
+    /// take every slot.
+    pub max_pending_logins: usize,
     /// Bytes a session may have waiting to be sent before it is cut as a slow consumer.
     pub outbound_buffer_bytes: usize,
     /// Book changes kept per market for retransmit requests.
     pub md_retention: usize,
     /// Market-data subscriptions per session.
     pub max_subscriptions: usize,
+    /// Subscribe requests per session per second (each makes the engine cut a snapshot).
+    pub subscribes_per_sec: u32,
     /// Smallest heartbeat interval a Login may ask for, ms.
     pub heartbeat_min_ms: u32,
     /// Largest heartbeat interval a Login may ask for, ms.
@@ -119,9 +125,11 @@ impl Default for GatewayConfig {
         GatewayConfig {
             listen: "127.0.0.1:7001".into(),
             max_sessions: 1024,
+            max_pending_logins: 64,
             outbound_buffer_bytes: 16 << 20,
             md_retention: 1 << 16,
             max_subscriptions: 64,
+            subscribes_per_sec: 10,
             heartbeat_min_ms: s.heartbeat_min_ms,
             heartbeat_max_ms: s.heartbeat_max_ms,
             max_clock_skew_ms: s.max_clock_skew_ms,
@@ -155,6 +163,9 @@ impl GatewayConfig {
 
     /// Refuse values that cannot work.
     pub fn validate(&self) -> Result<(), String> {
+        if self.max_pending_logins == 0 {
+            return Err("max_pending_logins must be positive".into());
+        }
         if self.max_sessions == 0 || self.max_sessions > 1 << 20 {
             return Err(format!("max_sessions must be 1..=1048576, not {}", self.max_sessions));
         }

@@ -28,8 +28,9 @@
 //! when it spent its amount, which the engine calls filled).
 //!
 //! `client_ref` is the command's journaled reference on the messages to the command's own
-//! account (the request's responses), 0 on everything else (maker fills, other accounts).
-//! A `CancelAll` journaled with reference 0 is the gateway's cancel-on-disconnect.
+//! account (the request's responses), 0 on everything else (maker fills, other accounts),
+//! and 0 for commands of an unnamed source (source 0: not an API key). A `CancelAll`
+//! journaled by a key with reference 0 is the gateway's cancel-on-disconnect.
 //!
 //! # Complexity
 //!
@@ -106,10 +107,15 @@ pub fn account_messages(
     // No account is the requester of a status change (account 0, the fee account, has no
     // orders), so its messages carry client_ref 0.
     let requester = command_account(&ce.command).unwrap_or(AccountId(0));
-    let reference = ce.origin.reference;
+    // A reference is a client_ref only for a named source (an API key); an unnamed
+    // producer's references are its own business and never reach the wire.
+    let keyed = ce.origin.source != 0;
+    let reference = if keyed { ce.origin.reference } else { 0 };
     let client_ref = |account: AccountId| if account == requester { reference } else { 0 };
     let cancel_source = match kind {
-        CommandKind::CancelAll if reference == 0 => CancelSource::CancelOnDisconnect,
+        CommandKind::CancelAll if keyed && ce.origin.reference == 0 => {
+            CancelSource::CancelOnDisconnect
+        }
         CommandKind::CancelAll => CancelSource::MassCancel,
         _ => CancelSource::Request,
     };

@@ -8,8 +8,10 @@
 //! slows its own worker and nothing else. The worker stops as soon as the session is gone
 //! (the channel's receiver is dropped).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bourse_engine::AccountId;
@@ -57,14 +59,20 @@ pub fn message_seq(m: &Message) -> u64 {
     }
 }
 
-/// Start a worker; returns the receiving end for the I/O thread.
-pub fn spawn(node: Arc<Node>, job: ReplayJob, waker: Arc<mio::Waker>) -> Receiver<ReplayMsg> {
+/// Start a worker; returns the receiving end for the I/O thread and the worker's handle
+/// (the gateway joins it at shutdown; `stop` makes it give up between batches).
+pub fn spawn(
+    node: Arc<Node>,
+    job: ReplayJob,
+    waker: Arc<mio::Waker>,
+    stop: Arc<AtomicBool>,
+) -> (Receiver<ReplayMsg>, Option<JoinHandle<()>>) {
     let (tx, rx) = std::sync::mpsc::sync_channel(CHANNEL_CHUNKS);
     let spawned = std::thread::Builder::new().name("bourse-gw-replay".into()).spawn({
         let tx = tx.clone();
         let waker = waker.clone();
         move || {
-            let outcome = run(&node, &job, &tx, &waker);
+            let outcome = run(&node, &job, &tx, &waker, &stop);
             let last = match outcome {
                 Ok(()) => ReplayMsg::Done,
                 Err(why) => ReplayMsg::Failed(why),
@@ -73,11 +81,14 @@ pub fn spawn(node: Arc<Node>, job: ReplayJob, waker: Arc<mio::Waker>) -> Receive
             let _ = waker.wake();
         }
     });
-    if let Err(e) = spawned {
-        let _ = tx.send(ReplayMsg::Failed(format!("cannot start a replay thread: {e}")));
-        let _ = waker.wake();
+    match spawned {
+        Ok(handle) => (rx, Some(handle)),
+        Err(e) => {
+            let _ = tx.send(ReplayMsg::Failed(format!("cannot start a replay thread: {e}")));
+            let _ = waker.wake();
+            (rx, None)
+        }
     }
-    rx
 }
 
 fn run(
@@ -85,9 +96,13 @@ fn run(
     job: &ReplayJob,
     tx: &SyncSender<ReplayMsg>,
     waker: &mio::Waker,
+    stop: &AtomicBool,
 ) -> Result<(), String> {
     let mut next = (job.from_seq >> 16).max(1);
     while next < job.live_node_seq {
+        if stop.load(Ordering::Acquire) {
+            return Err("the gateway is stopping".into());
+        }
         let want = ((job.live_node_seq - next) as usize).min(BATCH);
         let batch = node
             .events_from(next, want, Duration::ZERO)
