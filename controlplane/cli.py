@@ -10,6 +10,7 @@
     bourse node run --data-dir D [--config FILE.json|.toml] [--durability fsync|write|none]
                     [--snapshot-every N] [--segment-bytes N] [--keep-snapshots N]
                     [--wait busy-spin|yield|spin-then-park[:SPINS:PARK_US]]
+                    [--pipeline threads|single]
                     [--engine-core N] [--sequencer-core N] [--publisher-core N]
                     [--order-capacity N] [--levels-per-side N] [--stdio]
     bourse node replay --data-dir D [--config FILE] [--order-capacity N] [--levels-per-side N]
@@ -295,6 +296,7 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         "segment_bytes": getattr(args, "segment_bytes", None),
         "keep_snapshots": getattr(args, "keep_snapshots", None),
         "wait": getattr(args, "wait", None),
+        "pipeline": getattr(args, "pipeline", None),
         "order_capacity": args.order_capacity,
         "levels_per_side": args.levels_per_side,
     }
@@ -432,6 +434,12 @@ def add_node_run(subparsers: SubParsers) -> None:
         type=_wait_strategy,
         metavar="STRATEGY",
         help="idle wait: busy-spin, yield, spin-then-park[:SPINS:PARK_TIMEOUT_US]",
+    )
+    p.add_argument(
+        "--pipeline",
+        choices=("threads", "single"),
+        help="a thread per stage (default), or one thread running all three in turn "
+        "(small machines; pinned with --sequencer-core)",
     )
     for stage in ("engine", "sequencer", "publisher"):
         p.add_argument(

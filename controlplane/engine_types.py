@@ -453,6 +453,9 @@ class SpinThenParkWait(TypedDict):
 WaitStrategy: TypeAlias = Literal["busy_spin", "yield"] | SpinThenParkWait
 """How idle pipeline threads wait (serde form of ``bourse_node::WaitStrategy``)."""
 
+Pipeline: TypeAlias = Literal["threads", "single"]
+"""``bourse_node::Pipeline``: a thread per stage (default) or one thread for all three."""
+
 
 class Cores(TypedDict, total=False):
     """Cores to pin the pipeline threads to; None (the default) leaves one to the scheduler."""
@@ -476,6 +479,7 @@ class NodeConfig(TypedDict, total=False):
     ring_capacity: int
     wait: WaitStrategy
     cores: Cores
+    pipeline: Pipeline
     order_capacity: int
     levels_per_side: int
     event_window: int

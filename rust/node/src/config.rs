@@ -16,14 +16,53 @@ use crate::wait::WaitStrategy;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cores {
-    /// The sequencer and journal writer.
+    /// The sequencer and journal writer; in the `single` pipeline, the one pipeline thread.
     pub sequencer: Option<usize>,
-    /// The engine.
+    /// The engine (unused in the `single` pipeline).
     pub engine: Option<usize>,
-    /// The publisher (acknowledgements and the event log).
+    /// The publisher (acknowledgements and the event log; unused in the `single` pipeline).
     pub publisher: Option<usize>,
     /// The binary gateway's I/O thread, when a gateway runs in front of the node.
     pub gateway: Option<usize>,
+}
+
+/// How the pipeline's stages (sequencer + journal, engine, publisher) are put on threads.
+/// See [`crate::node`] for what each mode does and when to use which.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pipeline {
+    /// One thread per stage, joined by rings and doorbells: the stages overlap (the engine
+    /// applies one batch while the next is being made durable). For machines with a core per
+    /// stage.
+    #[default]
+    Threads,
+    /// One thread runs the three stages in turn (commit a batch, apply it, publish it, back
+    /// to the clients): no wake-up between stages, and two fewer runnable threads. For small
+    /// machines where the stages would otherwise fight over the cores. Pinned to
+    /// `cores.sequencer`.
+    Single,
+}
+
+impl std::str::FromStr for Pipeline {
+    type Err = String;
+
+    /// `threads` or `single`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "threads" => Ok(Pipeline::Threads),
+            "single" => Ok(Pipeline::Single),
+            other => Err(format!("unknown pipeline mode {other:?}: expected threads or single")),
+        }
+    }
+}
+
+impl std::fmt::Display for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pipeline::Threads => "threads",
+            Pipeline::Single => "single",
+        })
+    }
 }
 
 /// Everything a node needs to start.
@@ -49,6 +88,8 @@ pub struct NodeConfig {
     pub wait: WaitStrategy,
     /// Thread placement.
     pub cores: Cores,
+    /// One thread per stage (`threads`, the default) or one thread for all three (`single`).
+    pub pipeline: Pipeline,
     /// Orders the engine preallocates for.
     pub order_capacity: usize,
     /// Price levels per book side the engine preallocates for.
@@ -70,6 +111,7 @@ impl Default for NodeConfig {
             ring_capacity: 1 << 16,
             wait: WaitStrategy::SPIN_THEN_PARK,
             cores: Cores::default(),
+            pipeline: Pipeline::default(),
             order_capacity: 1 << 20,
             levels_per_side: 4096,
             event_window: 1 << 16,

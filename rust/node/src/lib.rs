@@ -15,7 +15,7 @@ pub mod ring;
 pub mod snapfile;
 pub mod wait;
 
-pub use config::{Cores, NodeConfig};
+pub use config::{Cores, NodeConfig, Pipeline};
 pub use journal::Durability;
 pub use node::{
     Ack, Client, CommandEvents, Node, NodeError, NodeStats, Notify, Origin, SubmitError,

@@ -26,6 +26,49 @@
 //! the engine's ring is full; the engine waits for the publisher's ring. The engine never
 //! waits on a client.
 //!
+//! # Stages and pipeline modes
+//!
+//! Each of the three is a *stage* (`SequencerStage`, `EngineStage`, `PublisherStage`) with a
+//! `step` that does one round of its work — drain the clients and commit one batch; apply one
+//! burst and answer one control message; publish one burst — and reports whether it did
+//! anything, or that it is finished. A step never blocks on another stage: where a stage's
+//! output ring is full, it keeps what it could not hand on (the sequencer its durable batch,
+//! the engine one applied output), takes nothing new, and returns; its next step hands that on
+//! first. So "waits for the ring" above means "steps without progress until there is room".
+//! [`NodeConfig::pipeline`](crate::config::Pipeline) decides how the steps are run; the rings
+//! between the stages, and everything above, are the same in both modes:
+//!
+//! * **`threads`** (the default): one thread per stage (`bourse-sequencer`, `bourse-engine`,
+//!   `bourse-publisher`), each `loop { step; idle by the wait strategy if it did nothing }`,
+//!   parking on its own doorbell. The stages overlap — the engine applies one batch while
+//!   the next is being written and synced — but every hop can cost a thread wake-up, and
+//!   they need a core each to shine. Cores: `cores.sequencer`, `cores.engine`,
+//!   `cores.publisher`.
+//! * **`single`**: one thread (`bourse-pipeline`, pinned to `cores.sequencer`; the other two
+//!   core settings are unused) runs the stages in turn: the sequencer stage commits a batch —
+//!   taking no more than the engine's ring has room for, and that ring is empty whenever
+//!   this stage runs, so the batch is always handed on whole — then the engine and publisher
+//!   stages step alternately until both are idle, so everything durable is applied and
+//!   published (event log, subscribers and their notify callbacks, acknowledgements) before
+//!   the next commit; then back to the clients. The thread idles by the wait strategy only
+//!   after a turn in which no stage did anything, on the one doorbell all three share in this
+//!   mode (clients, registrations, control messages and stop all ring it). No wake-up
+//!   between stages and two fewer runnable threads: for machines with fewer free cores than
+//!   runnable threads (this 2-core box with a gateway and a load generator in front). The
+//!   price: nothing overlaps, so under `fsync` no command is applied while a batch is being
+//!   synced, and the thread's turn is the sum of the three stages' work.
+//!
+//! Either way a stage finishes in order: the sequencer once stopping and a drain found every
+//! client ring empty (or the journal failed, or the engine is gone); the engine once the
+//! sequencer finished and its ring is empty, after which it takes the final snapshot; the
+//! publisher once the engine finished and its ring is empty. In `threads` mode a stage's done
+//! flag is raised as its thread exits; in `single` mode as the stage finishes, and all of
+//! them if the thread ends early. A panic in any stage stops the node (`StopOnPanic`); in
+//! `single` mode it ends all three stages at once (commands durable but not yet applied are
+//! applied by the next recovery; clients waiting for acknowledgements see `Stopped`).
+//! Snapshot files are written by a background thread (`bourse-snapshots`) in both modes, so
+//! the engine stage waits on it only for an asked-for snapshot, never on itself.
+//!
 //! Threads can be pinned to cores and idle with the configured [`crate::wait::WaitStrategy`].
 
 use std::collections::VecDeque;
@@ -40,7 +83,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::affinity::pin_current_thread;
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, Pipeline};
 pub use crate::journal::Origin;
 use crate::journal::{JournalConfig, JournalError, JournalWriter};
 use crate::recovery::{self, RecoveryReport};
@@ -367,6 +410,7 @@ impl Node {
         let report = recovered.report;
         let next_seq = report.next_seq;
 
+        let sequencer_doorbell = Doorbell::new();
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             sequencer_done: AtomicBool::new(false),
@@ -381,9 +425,16 @@ impl Node {
                 capacity: config.event_window.max(1),
                 published: Condvar::new(),
             },
-            sequencer_doorbell: Doorbell::new(),
-            engine_doorbell: Doorbell::new(),
-            publisher_doorbell: Doorbell::new(),
+            engine_doorbell: match config.pipeline {
+                Pipeline::Threads => Doorbell::new(),
+                // One thread idles for all three stages: one doorbell, whichever is rung.
+                Pipeline::Single => sequencer_doorbell.clone(),
+            },
+            publisher_doorbell: match config.pipeline {
+                Pipeline::Threads => Doorbell::new(),
+                Pipeline::Single => sequencer_doorbell.clone(),
+            },
+            sequencer_doorbell,
             config: config.clone(),
         });
         {
@@ -433,43 +484,95 @@ impl Node {
             }
             NodeError::Io(e)
         };
-        let s = shared.clone();
         let last_ts = report.last_timestamp_ns;
-        let spawned = spawn("bourse-sequencer", move || {
-            sequencer_loop(s, journal, to_engine, sequencer_registrations, last_ts)
-        });
-        let spawned = spawned.map_err(|e| abort(&mut threads, e))?;
-        threads.push(spawned);
-        let s = shared.clone();
-        let last_snapshot_seq = report.snapshot_seq;
-        let spawned = spawn("bourse-engine", move || {
-            engine_loop(
-                s,
-                engine,
-                references,
-                engine_in,
-                to_publisher,
-                recycle_rx,
-                control_rx,
-                snapshot_tx,
-                last_snapshot_seq,
-                last_ts,
-            )
-        });
-        let spawned = spawned.map_err(|e| abort(&mut threads, e))?;
-        threads.push(spawned);
-        let s = shared.clone();
-        let spawned = spawn("bourse-publisher", move || {
-            publisher_loop(
-                s,
-                publisher_in,
-                recycle_tx,
-                publisher_registrations,
-                subscriber_registrations,
-            )
-        });
-        let spawned = spawned.map_err(|e| abort(&mut threads, e))?;
-        threads.push(spawned);
+        let sequencer = SequencerStage {
+            shared: shared.clone(),
+            next_seq: journal.durable_seq() + 1,
+            journal,
+            to_engine,
+            registrations: sequencer_registrations,
+            clients: Vec::new(),
+            batch: Vec::with_capacity(MAX_BATCH),
+            handed: 0,
+            last_ts,
+            start: 0,
+            fit_to_ring: config.pipeline == Pipeline::Single,
+        };
+        let engine = EngineStage {
+            shared: shared.clone(),
+            engine,
+            references,
+            input: engine_in,
+            output: to_publisher,
+            recycled: recycle_rx,
+            control: control_rx,
+            snapshots: snapshot_tx,
+            pending: None,
+            applied: next_seq - 1,
+            last_ts,
+            last_snapshot_seq: report.snapshot_seq,
+            last_snapshot_ts: last_ts,
+        };
+        let publisher = PublisherStage {
+            shared: shared.clone(),
+            input: publisher_in,
+            recycle: recycle_tx,
+            registrations: publisher_registrations,
+            subscriber_registrations,
+            clients: Vec::new(),
+            subscribers: Vec::new(),
+            burst: Vec::with_capacity(PUBLISH_BURST),
+            entries: Vec::with_capacity(PUBLISH_BURST),
+            rounds: 0,
+        };
+        match config.pipeline {
+            Pipeline::Threads => {
+                let (s, cores) = (shared.clone(), config.cores);
+                let spawned = spawn("bourse-sequencer", move || {
+                    run_stage_thread(
+                        s,
+                        sequencer,
+                        |s| &s.sequencer_done,
+                        cores.sequencer,
+                        |s| &s.sequencer_doorbell,
+                    )
+                });
+                let spawned = spawned.map_err(|e| abort(&mut threads, e))?;
+                threads.push(spawned);
+                let s = shared.clone();
+                let spawned = spawn("bourse-engine", move || {
+                    run_stage_thread(
+                        s,
+                        engine,
+                        |s| &s.engine_done,
+                        cores.engine,
+                        |s| &s.engine_doorbell,
+                    )
+                });
+                let spawned = spawned.map_err(|e| abort(&mut threads, e))?;
+                threads.push(spawned);
+                let s = shared.clone();
+                let spawned = spawn("bourse-publisher", move || {
+                    run_stage_thread(
+                        s,
+                        publisher,
+                        |s| &s.publisher_done,
+                        cores.publisher,
+                        |s| &s.publisher_doorbell,
+                    )
+                });
+                let spawned = spawned.map_err(|e| abort(&mut threads, e))?;
+                threads.push(spawned);
+            }
+            Pipeline::Single => {
+                let s = shared.clone();
+                let spawned = spawn("bourse-pipeline", move || {
+                    run_single_thread(s, sequencer, engine, publisher)
+                });
+                let spawned = spawned.map_err(|e| abort(&mut threads, e))?;
+                threads.push(spawned);
+            }
+        }
         let s = shared.clone();
         let spawned = spawn("bourse-snapshots", move || snapshot_writer_loop(s, snapshot_rx));
         let spawned = spawned.map_err(|e| abort(&mut threads, e))?;
@@ -817,9 +920,10 @@ impl Shared {
 
 /// Held by each pipeline thread: if the thread ends by panicking, the whole node stops (and
 /// the threads downstream of it finish), instead of leaving the others waiting for ever.
+/// However it ends, the done flags of the stages it ran are raised.
 struct StopOnPanic<'a> {
     shared: &'a Shared,
-    done: &'a AtomicBool,
+    done: Vec<&'a AtomicBool>,
 }
 
 impl Drop for StopOnPanic<'_> {
@@ -831,7 +935,9 @@ impl Drop for StopOnPanic<'_> {
             );
             self.shared.stop.store(true, Ordering::Release);
         }
-        self.done.store(true, Ordering::Release);
+        for done in &self.done {
+            done.store(true, Ordering::Release);
+        }
         self.shared.wake_all();
     }
 }
@@ -946,71 +1052,134 @@ impl Client {
     }
 }
 
-// ----- threads ---------------------------------------------------------------------------
+// ----- stages ----------------------------------------------------------------------------
 
-fn sequencer_loop(
+/// What one [`Stage::step`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Made progress: step again at once.
+    Worked,
+    /// Nothing to do right now (input empty, or output ring full): idle, or run another stage.
+    Idle,
+    /// Finished for good: [`Stage::finish`] it and never step it again.
+    Done,
+}
+
+/// One pipeline stage. `step` never blocks on another stage: where the old loops waited for
+/// room in their output ring, a stage keeps what it could not hand on and returns, so that
+/// in the `single` pipeline the next stage (on the same thread) can make the room.
+trait Stage {
+    fn step(&mut self) -> Step;
+    /// Runs once, after `step` returned [`Step::Done`] and before the stage's done flag is
+    /// raised (which lets the next stage finish).
+    fn finish(&mut self) {}
+}
+
+/// Sequencer + journal: drains the clients' rings, journals, commits, hands the durable batch
+/// to the engine.
+struct SequencerStage {
     shared: Arc<Shared>,
-    mut journal: JournalWriter,
-    mut to_engine: Producer<Sequenced>,
+    journal: JournalWriter,
+    to_engine: Producer<Sequenced>,
     registrations: Receiver<SequencerRegistration>,
-    mut last_ts: u64,
-) {
-    let _guard = StopOnPanic { shared: &shared, done: &shared.sequencer_done };
-    if let Err(e) = pin_current_thread(shared.config.cores.sequencer) {
-        eprintln!("bourse-node: sequencer not pinned: {e}");
-    }
-    let mut clients: Vec<(u32, Consumer<Submission>)> = Vec::new();
-    let mut batch: Vec<Sequenced> = Vec::with_capacity(MAX_BATCH);
-    let mut next_seq = journal.durable_seq() + 1;
-    let mut idle = Idle::new(shared.config.wait, &shared.sequencer_doorbell);
-    let mut start = 0usize;
-    'run: loop {
-        // New clients (off the hot path: a failed try_recv is one atomic load).
-        while let Ok(r) = registrations.try_recv() {
-            clients.push((r.id, r.submissions));
+    clients: Vec<(u32, Consumer<Submission>)>,
+    /// The batch being journaled; once committed, what of it the engine's ring has not
+    /// taken yet starts at `handed`.
+    batch: Vec<Sequenced>,
+    handed: usize,
+    next_seq: u64,
+    last_ts: u64,
+    /// Where the next round-robin drain starts.
+    start: usize,
+    /// Take no more per batch than the engine's ring has room for (the `single` pipeline:
+    /// there the ring is empty whenever this stage runs, so a batch is handed on whole and
+    /// the thread goes on to apply it).
+    fit_to_ring: bool,
+}
+
+impl SequencerStage {
+    /// Push the durable batch into the engine's ring, as much as fits.
+    fn hand_off(&mut self) -> Step {
+        let mut pushed = false;
+        while let Some(&s) = self.batch.get(self.handed) {
+            if self.to_engine.push(s).is_err() {
+                if self.shared.engine_done.load(Ordering::Acquire) {
+                    // The engine is gone (it panicked): these durable commands are applied by
+                    // the next recovery.
+                    return Step::Done;
+                }
+                // Full: the engine rings this stage's doorbell after each burst it applied.
+                self.shared.engine_doorbell.notify();
+                return if pushed { Step::Worked } else { Step::Idle };
+            }
+            self.handed += 1;
+            pushed = true;
         }
+        self.batch.clear();
+        self.handed = 0;
+        self.shared.engine_doorbell.notify();
+        Step::Worked
+    }
+}
+
+impl Stage for SequencerStage {
+    fn step(&mut self) -> Step {
+        if !self.batch.is_empty() {
+            // A durable batch the engine's ring could not take at once: hand it on before
+            // draining anyone (the back-pressure reaches the clients' rings).
+            return self.hand_off();
+        }
+        // New clients (off the hot path: a failed try_recv is one atomic load).
+        while let Ok(r) = self.registrations.try_recv() {
+            self.clients.push((r.id, r.submissions));
+        }
+        let limit =
+            if self.fit_to_ring { MAX_BATCH.min(self.to_engine.free_slots()) } else { MAX_BATCH };
         // Drain clients round-robin (starting one further each time, so nobody is favoured).
-        let n = clients.len();
-        if n > 0 {
+        let n = self.clients.len();
+        if n > 0 && limit > 0 {
             // Timestamps never go backwards, not even across a restart or a clock step.
-            let now = now_ns().max(last_ts);
-            last_ts = now;
+            let now = now_ns().max(self.last_ts);
+            self.last_ts = now;
             for k in 0..n {
-                let (id, rx) = &mut clients[(start + k) % n];
-                while batch.len() < MAX_BATCH {
+                let (id, rx) = &mut self.clients[(self.start + k) % n];
+                while self.batch.len() < limit {
                     let Some(sub) = rx.pop() else { break };
                     let origin = Origin { source: sub.source, reference: sub.correlation };
-                    if let Err(e) = journal.append_from(next_seq, now, origin, &sub.command) {
+                    if let Err(e) =
+                        self.journal.append_from(self.next_seq, now, origin, &sub.command)
+                    {
                         // Nothing of this batch is durable or acknowledged; stop rather than
                         // run on without a journal.
-                        shared.fail(format!("journal append failed: {e}"));
-                        break 'run;
+                        self.shared.fail(format!("journal append failed: {e}"));
+                        return Step::Done;
                     }
-                    batch.push(Sequenced {
-                        seq: next_seq,
+                    self.batch.push(Sequenced {
+                        seq: self.next_seq,
                         timestamp_ns: now,
                         client: *id,
                         origin,
                         command: sub.command,
                     });
-                    next_seq += 1;
+                    self.next_seq += 1;
                 }
             }
-            start = (start + 1) % n;
-            clients.retain(|(_, rx)| !(rx.is_abandoned() && rx.is_empty()));
+            self.start = (self.start + 1) % n;
+            self.clients.retain(|(_, rx)| !(rx.is_abandoned() && rx.is_empty()));
         }
-        if batch.is_empty() {
-            if shared.stop.load(Ordering::Acquire) {
-                break;
-            }
-            idle.wait();
-            continue;
+        if self.batch.is_empty() {
+            // Stopping ends this stage only once a drain found every client's ring empty
+            // (with `limit == 0` nothing was looked at).
+            return if limit > 0 && self.shared.stop.load(Ordering::Acquire) {
+                Step::Done
+            } else {
+                Step::Idle
+            };
         }
-        idle.reset();
         let t = Instant::now();
-        match journal.commit() {
+        match self.journal.commit() {
             Ok(stats) => {
-                let c = &shared.counters;
+                let c = &self.shared.counters;
                 c.commits.fetch_add(1, Ordering::Relaxed);
                 c.commit_records.fetch_add(stats.records, Ordering::Relaxed);
                 c.last_commit_ns.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -1018,241 +1187,254 @@ fn sequencer_loop(
                 if let Some(e) = stats.roll_error {
                     // This batch is durable and goes on to be applied and acknowledged; the
                     // next one could not be written, so the node stops after it.
-                    shared.fail(format!("journal segment roll failed: {e}"));
+                    self.shared.fail(format!("journal segment roll failed: {e}"));
                 }
             }
             Err(e) => {
                 // Nothing of this batch was acknowledged. (It may still be on disk, in which
                 // case the next recovery applies it: clients see `Stopped`, which means the
                 // outcome is unknown.)
-                shared.fail(format!("journal commit failed: {e}"));
-                break;
+                self.shared.fail(format!("journal commit failed: {e}"));
+                return Step::Done;
             }
         }
-        // Hand the durable batch to the engine, waiting while its ring is full (the engine
-        // rings this thread's doorbell as it makes room).
-        let mut wait = Idle::new(shared.config.wait, &shared.sequencer_doorbell);
-        for s in batch.drain(..) {
-            let mut item = s;
-            loop {
-                match to_engine.push(item) {
-                    Ok(()) => break,
-                    Err(full) => {
-                        if shared.engine_done.load(Ordering::Acquire) {
-                            // The engine is gone (it panicked): these durable commands are
-                            // applied by the next recovery.
-                            break 'run;
-                        }
-                        item = full.0;
-                        shared.engine_doorbell.notify();
-                        wait.wait();
-                    }
-                }
-            }
+        // Only now, durable, does the batch go on to the engine.
+        match self.hand_off() {
+            Step::Done => Step::Done,
+            _ => Step::Worked,
         }
-        shared.engine_doorbell.notify();
     }
 }
 
 /// Commands the engine applies before it looks at its control channel again.
 const ENGINE_BURST: usize = 1024;
 
-#[allow(clippy::too_many_arguments)]
-fn engine_loop(
+/// The engine: applies durable commands in order, keeps the last-reference table, answers
+/// control messages between bursts, takes snapshots.
+struct EngineStage {
     shared: Arc<Shared>,
-    mut engine: Engine,
-    mut references: LastReferences,
-    mut input: Consumer<Sequenced>,
-    mut output: Producer<Output>,
-    mut recycled: Consumer<Vec<Event>>,
+    engine: Engine,
+    references: LastReferences,
+    input: Consumer<Sequenced>,
+    output: Producer<Output>,
+    recycled: Consumer<Vec<Event>>,
     control: Receiver<Control>,
     snapshots: mpsc::SyncSender<SnapshotJob>,
-    mut last_snapshot_seq: u64,
-    mut last_snapshot_ts: u64,
-) {
-    let _guard = StopOnPanic { shared: &shared, done: &shared.engine_done };
-    if let Err(e) = pin_current_thread(shared.config.cores.engine) {
-        eprintln!("bourse-node: engine not pinned: {e}");
-    }
-    let config = &shared.config;
-    let mut idle = Idle::new(config.wait, &shared.engine_doorbell);
-    let mut applied = shared.counters.applied_seq.load(Ordering::Relaxed);
-    let mut last_ts = last_snapshot_ts;
-    // The engine and the last-reference table are copied in the same pause, both as of
-    // `applied`.
-    let take_snapshot = |engine: &Engine,
-                         references: &LastReferences,
-                         applied: u64,
-                         reply: Option<Sender<Result<u64, String>>>| {
+    /// An applied command's output the publisher's ring had no room for; nothing more is
+    /// applied until it is handed on.
+    pending: Option<Output>,
+    applied: u64,
+    last_ts: u64,
+    last_snapshot_seq: u64,
+    last_snapshot_ts: u64,
+}
+
+/// The publisher is gone (it panicked).
+struct PublisherGone;
+
+impl EngineStage {
+    /// Copy the engine and the last-reference table, both as of `applied`, and hand them to
+    /// the snapshot writer.
+    fn take_snapshot(&mut self, reply: Option<Sender<Result<u64, String>>>) {
         let t = Instant::now();
-        let snapshot = engine.snapshot();
-        let hash = engine.state_hash();
-        let last_references = references.to_unsorted_vec();
-        shared
+        let snapshot = self.engine.snapshot();
+        let hash = self.engine.state_hash();
+        let last_references = self.references.to_unsorted_vec();
+        self.shared
             .counters
             .last_snapshot_pause_ns
             .store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        let job = SnapshotJob { seq: applied, hash, snapshot, last_references, reply };
+        let job = SnapshotJob { seq: self.applied, hash, snapshot, last_references, reply };
         if job.reply.is_some() {
-            // Asked for (on demand, or the final one): wait for room.
-            let _ = snapshots.send(job);
-        } else if let Err(mpsc::TrySendError::Full(job)) = snapshots.try_send(job) {
+            // Asked for (on demand, or the final one): wait for room (the writer has its own
+            // thread in both pipeline modes).
+            let _ = self.snapshots.send(job);
+        } else if let Err(mpsc::TrySendError::Full(job)) = self.snapshots.try_send(job) {
             eprintln!("bourse-node: snapshot writer busy; skipping the snapshot at {}", job.seq);
         }
-    };
-    'run: loop {
-        let mut worked = false;
-        for _ in 0..ENGINE_BURST {
-            let Some(s) = input.pop() else { break };
-            worked = true;
-            debug_assert_eq!(s.seq, applied + 1, "commands reach the engine in sequence");
-            let mut events = recycled.pop().unwrap_or_default();
-            events.clear();
-            engine.apply(&s.command, &mut events);
-            references.observe(s.origin);
-            applied = s.seq;
-            last_ts = s.timestamp_ns;
-            let mut out = Output {
-                seq: s.seq,
-                timestamp_ns: s.timestamp_ns,
-                client: s.client,
-                origin: s.origin,
-                command: s.command,
-                events,
-            };
-            let mut wait = Idle::new(config.wait, &shared.engine_doorbell);
-            loop {
-                match output.push(out) {
-                    Ok(()) => break,
-                    Err(full) => {
-                        if shared.publisher_done.load(Ordering::Acquire) {
-                            // The publisher is gone (it panicked): nothing more can be
-                            // published, so stop. Applied commands are durable; the next
-                            // recovery applies them again.
-                            shared.stop.store(true, Ordering::Release);
-                            break 'run;
-                        }
-                        out = full.0;
-                        shared.publisher_doorbell.notify();
-                        wait.wait();
-                    }
+        self.last_snapshot_seq = self.applied;
+        self.last_snapshot_ts = self.last_ts;
+    }
+
+    /// Hand `out` to the publisher, or keep it in `pending` if the publisher's ring is full.
+    fn emit(&mut self, out: Output) -> Result<(), PublisherGone> {
+        match self.output.push(out) {
+            Ok(()) => Ok(()),
+            Err(full) => {
+                if self.shared.publisher_done.load(Ordering::Acquire) {
+                    // Nothing more can be published, so stop. Applied commands are durable;
+                    // the next recovery applies them again.
+                    self.shared.stop.store(true, Ordering::Release);
+                    return Err(PublisherGone);
                 }
+                self.pending = Some(full.0);
+                // The publisher rings this stage's doorbell after each burst it took.
+                self.shared.publisher_doorbell.notify();
+                Ok(())
             }
-            shared.counters.applied_seq.store(applied, Ordering::Release);
-            let by_count = config.snapshot_every_commands != 0
-                && applied - last_snapshot_seq >= config.snapshot_every_commands;
-            if last_snapshot_ts == 0 {
-                // Nothing was replayed at start: count time from the first command.
-                last_snapshot_ts = s.timestamp_ns;
+        }
+    }
+
+    fn apply(&mut self, s: Sequenced) -> Result<(), PublisherGone> {
+        debug_assert_eq!(s.seq, self.applied + 1, "commands reach the engine in sequence");
+        let mut events = self.recycled.pop().unwrap_or_default();
+        events.clear();
+        self.engine.apply(&s.command, &mut events);
+        self.references.observe(s.origin);
+        self.applied = s.seq;
+        self.last_ts = s.timestamp_ns;
+        self.emit(Output {
+            seq: s.seq,
+            timestamp_ns: s.timestamp_ns,
+            client: s.client,
+            origin: s.origin,
+            command: s.command,
+            events,
+        })?;
+        self.shared.counters.applied_seq.store(self.applied, Ordering::Release);
+        let config = &self.shared.config;
+        let by_count = config.snapshot_every_commands != 0
+            && self.applied - self.last_snapshot_seq >= config.snapshot_every_commands;
+        if self.last_snapshot_ts == 0 {
+            // Nothing was replayed at start: count time from the first command.
+            self.last_snapshot_ts = s.timestamp_ns;
+        }
+        // Time is command time (the sequencer's stamps): an idle node takes no snapshot.
+        let by_time = config.snapshot_every_secs != 0
+            && self.last_ts.saturating_sub(self.last_snapshot_ts)
+                >= config.snapshot_every_secs.saturating_mul(1_000_000_000);
+        if by_count || by_time {
+            self.take_snapshot(None);
+        }
+        Ok(())
+    }
+}
+
+impl Stage for EngineStage {
+    fn step(&mut self) -> Step {
+        let mut worked = false;
+        if let Some(out) = self.pending.take() {
+            if self.emit(out).is_err() {
+                return Step::Done;
             }
-            // Time is command time (the sequencer's stamps): an idle node takes no snapshot.
-            let by_time = config.snapshot_every_secs != 0
-                && last_ts.saturating_sub(last_snapshot_ts)
-                    >= config.snapshot_every_secs.saturating_mul(1_000_000_000);
-            if by_count || by_time {
-                take_snapshot(&engine, &references, applied, None);
-                last_snapshot_seq = applied;
-                last_snapshot_ts = last_ts;
+            worked = self.pending.is_none();
+        }
+        if self.pending.is_none() {
+            for _ in 0..ENGINE_BURST {
+                let Some(s) = self.input.pop() else { break };
+                worked = true;
+                if self.apply(s).is_err() {
+                    return Step::Done;
+                }
+                if self.pending.is_some() {
+                    break;
+                }
             }
         }
         if worked {
             // One wake-up per burst: a doorbell fence per command would cost more than the
-            // command. The sequencer may be waiting for room in this thread's ring.
-            shared.publisher_doorbell.notify();
-            shared.sequencer_doorbell.notify();
+            // command. The sequencer may be waiting for room in this stage's ring.
+            self.shared.publisher_doorbell.notify();
+            self.shared.sequencer_doorbell.notify();
         }
-        match control.try_recv() {
+        match self.control.try_recv() {
             Ok(Control::Query(f)) => {
-                f(&engine);
-                continue;
+                f(&self.engine);
+                return Step::Worked;
             }
             Ok(Control::References(f)) => {
-                f(&references);
-                continue;
+                f(&self.references);
+                return Step::Worked;
             }
             Ok(Control::Snapshot(reply)) => {
-                take_snapshot(&engine, &references, applied, Some(reply));
-                last_snapshot_seq = applied;
-                last_snapshot_ts = last_ts;
-                continue;
+                self.take_snapshot(Some(reply));
+                return Step::Worked;
             }
             Err(_) => {}
         }
         if worked {
-            idle.reset();
+            Step::Worked
+        } else if self.shared.sequencer_done.load(Ordering::Acquire)
+            && self.input.is_empty()
+            && self.pending.is_none()
+        {
+            // (`sequencer_done` first: everything it pushed happened before it was set.)
+            Step::Done
         } else {
-            if shared.sequencer_done.load(Ordering::Acquire) && input.is_empty() {
-                break;
-            }
-            idle.wait();
+            Step::Idle
         }
     }
-    // A graceful stop: everything sequenced is applied; the final snapshot covers it all.
-    let reply = shared.final_snapshot.lock().expect("final snapshot lock").take();
-    if let Some(reply) = reply {
-        take_snapshot(&engine, &references, applied, Some(reply));
+
+    fn finish(&mut self) {
+        // A graceful stop: everything sequenced is applied; the final snapshot covers it all.
+        let reply = self.shared.final_snapshot.lock().expect("final snapshot lock").take();
+        if let Some(reply) = reply {
+            self.take_snapshot(Some(reply));
+        }
     }
 }
 
-fn publisher_loop(
+/// The publisher: the event log, subscribers (and their notify callbacks), acknowledgements.
+struct PublisherStage {
     shared: Arc<Shared>,
-    mut input: Consumer<Output>,
-    mut recycle: Producer<Vec<Event>>,
+    input: Consumer<Output>,
+    recycle: Producer<Vec<Event>>,
     registrations: Receiver<PublisherRegistration>,
     subscriber_registrations: Receiver<SubscriberRegistration>,
-) {
-    let _guard = StopOnPanic { shared: &shared, done: &shared.publisher_done };
-    if let Err(e) = pin_current_thread(shared.config.cores.publisher) {
-        eprintln!("bourse-node: publisher not pinned: {e}");
-    }
-    let mut clients: Vec<Option<PublisherRegistration>> = Vec::new();
-    let register = |clients: &mut Vec<Option<PublisherRegistration>>| {
-        while let Ok(r) = registrations.try_recv() {
+    clients: Vec<Option<PublisherRegistration>>,
+    subscribers: Vec<SubscriberRegistration>,
+    burst: Vec<Output>,
+    entries: Vec<Arc<CommandEvents>>,
+    rounds: u64,
+}
+
+impl PublisherStage {
+    fn register_clients(&mut self) {
+        while let Ok(r) = self.registrations.try_recv() {
             let id = r.id as usize;
-            if clients.len() <= id {
-                clients.resize_with(id + 1, || None);
+            if self.clients.len() <= id {
+                self.clients.resize_with(id + 1, || None);
             }
-            clients[id] = Some(r);
+            self.clients[id] = Some(r);
         }
-    };
-    let mut idle = Idle::new(shared.config.wait, &shared.publisher_doorbell);
-    let mut burst: Vec<Output> = Vec::with_capacity(PUBLISH_BURST);
-    let mut entries: Vec<Arc<CommandEvents>> = Vec::with_capacity(PUBLISH_BURST);
-    let mut subscribers: Vec<SubscriberRegistration> = Vec::new();
-    let mut rounds = 0u64;
-    loop {
-        while let Ok(s) = subscriber_registrations.try_recv() {
-            subscribers.push(s);
+    }
+}
+
+impl Stage for PublisherStage {
+    fn step(&mut self) -> Step {
+        while let Ok(s) = self.subscriber_registrations.try_recv() {
+            self.subscribers.push(s);
         }
-        register(&mut clients);
-        rounds += 1;
-        if rounds % CLIENT_SWEEP_ROUNDS == 0 {
+        self.register_clients();
+        self.rounds += 1;
+        if self.rounds % CLIENT_SWEEP_ROUNDS == 0 {
             // Forget clients that were dropped, and subscribers that went away.
-            for slot in clients.iter_mut() {
+            for slot in self.clients.iter_mut() {
                 if slot.as_ref().is_some_and(|c| c.acks.is_abandoned()) {
                     *slot = None;
                 }
             }
-            subscribers.retain(|s| !s.feed.is_abandoned());
+            self.subscribers.retain(|s| !s.feed.is_abandoned());
         }
-        while burst.len() < PUBLISH_BURST {
-            let Some(out) = input.pop() else { break };
-            burst.push(out);
+        while self.burst.len() < PUBLISH_BURST {
+            let Some(out) = self.input.pop() else { break };
+            self.burst.push(out);
         }
-        let Some(last) = burst.last().map(|o| o.seq) else {
-            if shared.engine_done.load(Ordering::Acquire) && input.is_empty() {
-                break;
-            }
-            idle.wait();
-            continue;
+        let Some(last) = self.burst.last().map(|o| o.seq) else {
+            return if self.shared.engine_done.load(Ordering::Acquire) && self.input.is_empty() {
+                Step::Done
+            } else {
+                Step::Idle
+            };
         };
-        idle.reset();
+        // The engine may be waiting for room in this stage's ring.
+        self.shared.engine_doorbell.notify();
         // The event log and the subscribers first, so that a client holding an
         // acknowledgement always finds its command's events there.
         {
-            let mut window = shared.events.window.lock().expect("event log lock");
-            for out in &burst {
-                if window.len() == shared.events.capacity {
+            let mut window = self.shared.events.window.lock().expect("event log lock");
+            for out in &self.burst {
+                if window.len() == self.shared.events.capacity {
                     window.pop_front();
                 }
                 let entry = Arc::new(CommandEvents {
@@ -1263,13 +1445,13 @@ fn publisher_loop(
                     events: out.events.clone(),
                 });
                 window.push_back(entry.clone());
-                entries.push(entry);
+                self.entries.push(entry);
             }
-            shared.counters.published_seq.store(last, Ordering::Release);
+            self.shared.counters.published_seq.store(last, Ordering::Release);
         }
-        shared.events.published.notify_all();
-        for s in &mut subscribers {
-            for entry in &entries {
+        self.shared.events.published.notify_all();
+        for s in &mut self.subscribers {
+            for entry in &self.entries {
                 if s.feed.push(entry.clone()).is_err() {
                     s.lagged.store(true, Ordering::Release);
                 }
@@ -1278,14 +1460,15 @@ fn publisher_loop(
                 notify();
             }
         }
-        entries.clear();
+        self.entries.clear();
+        let mut burst = std::mem::take(&mut self.burst);
         for out in burst.drain(..) {
-            if clients.get(out.client as usize).is_none_or(Option::is_none) {
+            if self.clients.get(out.client as usize).is_none_or(Option::is_none) {
                 // A client registers here before the sequencer can see its ring, so one we
                 // do not know yet is in the channel: look again.
-                register(&mut clients);
+                self.register_clients();
             }
-            match clients.get_mut(out.client as usize) {
+            match self.clients.get_mut(out.client as usize) {
                 Some(Some(c)) if !c.wants_acks => {}
                 Some(Some(c)) => {
                     let ack = Ack {
@@ -1295,7 +1478,7 @@ fn publisher_loop(
                         events: out.events.clone(),
                     };
                     if c.acks.push(ack).is_err() && !c.acks.is_abandoned() {
-                        shared.counters.acks_dropped.fetch_add(1, Ordering::Relaxed);
+                        self.shared.counters.acks_dropped.fetch_add(1, Ordering::Relaxed);
                         if !c.acks_lost.swap(true, Ordering::AcqRel) {
                             eprintln!(
                                 "bourse-node: client {} does not read its acks; dropping",
@@ -1309,10 +1492,108 @@ fn publisher_loop(
                     // Its client was dropped before the acknowledgement came back.
                 }
             }
-            let _ = recycle.push(out.events);
+            let _ = self.recycle.push(out.events);
+        }
+        self.burst = burst;
+        Step::Worked
+    }
+
+    fn finish(&mut self) {
+        self.shared.events.published.notify_all();
+    }
+}
+
+// ----- threads ---------------------------------------------------------------------------
+
+/// `threads` pipeline: one stage on its own thread, idling on its own doorbell.
+fn run_stage_thread<S: Stage>(
+    shared: Arc<Shared>,
+    mut stage: S,
+    done: fn(&Shared) -> &AtomicBool,
+    core: Option<usize>,
+    doorbell: fn(&Shared) -> &Doorbell,
+) {
+    let _guard = StopOnPanic { shared: &shared, done: vec![done(&shared)] };
+    if let Err(e) = pin_current_thread(core) {
+        eprintln!(
+            "bourse-node: {} not pinned: {e}",
+            std::thread::current().name().unwrap_or("pipeline thread")
+        );
+    }
+    let mut idle = Idle::new(shared.config.wait, doorbell(&shared));
+    loop {
+        match stage.step() {
+            Step::Worked => idle.reset(),
+            Step::Idle => idle.wait(),
+            Step::Done => break,
         }
     }
-    shared.events.published.notify_all();
+    stage.finish();
+}
+
+/// Step `stage` once if it is still running; on [`Step::Done`], finish it and raise its done
+/// flag. Whether it made progress (finishing counts).
+fn step_in_turn(
+    shared: &Shared,
+    stage: &mut dyn Stage,
+    running: &mut bool,
+    done: &AtomicBool,
+) -> bool {
+    if !*running {
+        return false;
+    }
+    match stage.step() {
+        Step::Worked => true,
+        Step::Idle => false,
+        Step::Done => {
+            stage.finish();
+            *running = false;
+            done.store(true, Ordering::Release);
+            shared.wake_all();
+            true
+        }
+    }
+}
+
+/// `single` pipeline: the three stages in turn on one thread. A turn: the sequencer drains
+/// the clients and commits one batch (sized to fit the engine's ring, which is empty at this
+/// point); then the engine and the publisher step alternately until both are idle, so
+/// everything durable is applied and published before the next commit; then back. The thread
+/// idles (on the one doorbell all three stages share in this mode) only after a turn in
+/// which no stage did anything.
+fn run_single_thread(
+    shared: Arc<Shared>,
+    mut sequencer: SequencerStage,
+    mut engine: EngineStage,
+    mut publisher: PublisherStage,
+) {
+    let _guard = StopOnPanic {
+        shared: &shared,
+        done: vec![&shared.sequencer_done, &shared.engine_done, &shared.publisher_done],
+    };
+    if let Err(e) = pin_current_thread(shared.config.cores.sequencer) {
+        eprintln!("bourse-node: pipeline thread not pinned: {e}");
+    }
+    let mut idle = Idle::new(shared.config.wait, &shared.sequencer_doorbell);
+    let (mut sequencing, mut applying, mut publishing) = (true, true, true);
+    while publishing {
+        let mut worked =
+            step_in_turn(&shared, &mut sequencer, &mut sequencing, &shared.sequencer_done);
+        loop {
+            let applied = step_in_turn(&shared, &mut engine, &mut applying, &shared.engine_done);
+            let published =
+                step_in_turn(&shared, &mut publisher, &mut publishing, &shared.publisher_done);
+            if !(applied || published) {
+                break;
+            }
+            worked = true;
+        }
+        if worked {
+            idle.reset();
+        } else {
+            idle.wait();
+        }
+    }
 }
 
 /// Make sure the journal is on disk through `seq` before a snapshot at `seq` is: otherwise a
@@ -1334,7 +1615,7 @@ fn sync_journal_through(config: &NodeConfig, seq: u64) -> Result<(), String> {
 }
 
 fn snapshot_writer_loop(shared: Arc<Shared>, jobs: Receiver<SnapshotJob>) {
-    let _guard = StopOnPanic { shared: &shared, done: &shared.snapshots_done };
+    let _guard = StopOnPanic { shared: &shared, done: vec![&shared.snapshots_done] };
     let dir = shared.config.data_dir.clone();
     while let Ok(mut job) = jobs.recv() {
         let t = Instant::now();

@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use bourse_engine::*;
-use bourse_node::{Durability, Node, NodeConfig, WaitStrategy};
+use bourse_node::{Durability, Node, NodeConfig, Pipeline, WaitStrategy};
 
 const T: Duration = Duration::from_secs(10);
 
-fn config(dir: &std::path::Path) -> NodeConfig {
+fn config(dir: &std::path::Path, pipeline: Pipeline) -> NodeConfig {
     NodeConfig {
+        pipeline,
         data_dir: dir.to_path_buf(),
         durability: Durability::Fsync,
         segment_bytes: 4096,
@@ -63,14 +64,13 @@ fn order(account: u64, side: Side, price: u64, i: u64) -> Command {
     })
 }
 
-#[test]
-fn commands_are_sequenced_acknowledged_and_survive_a_restart() {
+fn commands_are_sequenced_acknowledged_and_survive_a_restart(p: Pipeline) {
     let dir = tempfile::tempdir().unwrap();
     let mut direct = Engine::default();
     let mut sink = Vec::new();
     let hash;
     {
-        let node = Node::start(config(dir.path())).unwrap();
+        let node = Node::start(config(dir.path(), p)).unwrap();
         assert_eq!(node.recovery().next_seq, 1);
         let mut client = node.client().unwrap();
         let mut seq = 0;
@@ -123,7 +123,7 @@ fn commands_are_sequenced_acknowledged_and_survive_a_restart() {
         }
         node.stop().unwrap();
     }
-    let node = Node::start(config(dir.path())).unwrap();
+    let node = Node::start(config(dir.path(), p)).unwrap();
     let r = node.recovery().clone();
     assert_eq!(r.next_seq, 210);
     assert_eq!(r.state_hash, format!("{hash:032x}"));
@@ -134,10 +134,9 @@ fn commands_are_sequenced_acknowledged_and_survive_a_restart() {
     node.stop().unwrap();
 }
 
-#[test]
-fn a_full_submission_ring_is_explicit_back_pressure() {
+fn a_full_submission_ring_is_explicit_back_pressure(p: Pipeline) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
+    let mut cfg = config(dir.path(), p);
     cfg.ring_capacity = 4;
     cfg.durability = Durability::None;
     let node = Node::start(cfg).unwrap();
@@ -157,10 +156,9 @@ fn a_full_submission_ring_is_explicit_back_pressure() {
     assert!(node.stats().busy_rejections >= busy);
 }
 
-#[test]
-fn snapshot_plus_replay_equals_full_replay_in_state_and_events() {
+fn snapshot_plus_replay_equals_full_replay_in_state_and_events(p: Pipeline) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
+    let mut cfg = config(dir.path(), p);
     cfg.keep_snapshots = 3;
     cfg.durability = Durability::Write;
     let commands: Vec<Command> = setup()
@@ -221,10 +219,9 @@ fn snapshot_plus_replay_equals_full_replay_in_state_and_events() {
     }
 }
 
-#[test]
-fn a_client_that_never_reads_its_acks_stalls_nobody() {
+fn a_client_that_never_reads_its_acks_stalls_nobody(p: Pipeline) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
+    let mut cfg = config(dir.path(), p);
     cfg.ring_capacity = 8;
     cfg.durability = Durability::None;
     cfg.event_window = 1000;
@@ -253,10 +250,9 @@ fn a_client_that_never_reads_its_acks_stalls_nobody() {
     assert_eq!(all.len(), 250);
 }
 
-#[test]
-fn a_new_client_always_gets_its_first_acknowledgement() {
+fn a_new_client_always_gets_its_first_acknowledgement(p: Pipeline) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
+    let mut cfg = config(dir.path(), p);
     cfg.durability = Durability::None;
     cfg.wait = WaitStrategy::BusySpin;
     cfg.snapshot_every_commands = 0;
@@ -269,25 +265,28 @@ fn a_new_client_always_gets_its_first_acknowledgement() {
     assert_eq!(node.stats().acks_dropped, 0);
 }
 
-#[test]
-fn a_panicking_thread_stops_the_node_instead_of_hanging_it() {
+fn a_panicking_thread_stops_the_node_instead_of_hanging_it(p: Pipeline) {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(config(dir.path())).unwrap();
+    let node = Node::start(config(dir.path(), p)).unwrap();
+    // The engine runs on its own thread, or on the one pipeline thread.
+    let thread = match p {
+        Pipeline::Threads => "bourse-engine",
+        Pipeline::Single => "bourse-pipeline",
+    };
     let result = node.query(|_| -> u64 { panic!("deliberate panic in a query") });
     assert!(result.is_err());
     let started = std::time::Instant::now();
     let stopped = node.stop();
     assert!(
-        matches!(stopped, Err(bourse_node::NodeError::ThreadPanicked(ref t)) if t.contains("bourse-engine")),
+        matches!(stopped, Err(bourse_node::NodeError::ThreadPanicked(ref t)) if t.contains(thread)),
         "{stopped:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-#[test]
-fn the_final_snapshot_covers_everything_submitted_before_stop() {
+fn the_final_snapshot_covers_everything_submitted_before_stop(p: Pipeline) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
+    let mut cfg = config(dir.path(), p);
     cfg.snapshot_every_commands = 0;
     let node = Node::start(cfg.clone()).unwrap();
     let mut client = node.client().unwrap();
@@ -303,10 +302,9 @@ fn the_final_snapshot_covers_everything_submitted_before_stop() {
     assert_eq!(r.next_seq, commands.len() as u64 + 1);
 }
 
-#[test]
-fn huge_timeouts_do_not_overflow() {
+fn huge_timeouts_do_not_overflow(p: Pipeline) {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(config(dir.path())).unwrap();
+    let node = Node::start(config(dir.path(), p)).unwrap();
     let mut client = node.client().unwrap();
     let ack =
         client.call(Command::ListAsset { asset: AssetId(1), decimals: 2 }, Duration::MAX).unwrap();
@@ -315,24 +313,22 @@ fn huge_timeouts_do_not_overflow() {
     assert_eq!(ev.len(), 1);
 }
 
-#[test]
-fn unusable_configurations_are_refused() {
+fn unusable_configurations_are_refused(p: Pipeline) {
     let dir = tempfile::tempdir().unwrap();
     for bad in [
-        NodeConfig { ring_capacity: 0, ..config(dir.path()) },
-        NodeConfig { order_capacity: 1 << 40, ..config(dir.path()) },
-        NodeConfig { levels_per_side: 1 << 62, ..config(dir.path()) },
-        NodeConfig { snapshot_every_secs: u64::MAX, ..config(dir.path()) },
-        NodeConfig { segment_bytes: 10, ..config(dir.path()) },
+        NodeConfig { ring_capacity: 0, ..config(dir.path(), p) },
+        NodeConfig { order_capacity: 1 << 40, ..config(dir.path(), p) },
+        NodeConfig { levels_per_side: 1 << 62, ..config(dir.path(), p) },
+        NodeConfig { snapshot_every_secs: u64::MAX, ..config(dir.path(), p) },
+        NodeConfig { segment_bytes: 10, ..config(dir.path(), p) },
     ] {
         assert!(matches!(Node::start(bad), Err(bourse_node::NodeError::Config(_))));
     }
 }
 
-#[test]
-fn subscribers_see_every_command_with_its_origin() {
+fn subscribers_see_every_command_with_its_origin(p: Pipeline) {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(config(dir.path())).unwrap();
+    let node = Node::start(config(dir.path(), p)).unwrap();
     let mut feed = node.subscribe(1024).unwrap();
     let mut client = node.client_for(77).unwrap();
     let mut refs = Vec::new();
@@ -350,7 +346,7 @@ fn subscribers_see_every_command_with_its_origin() {
     assert_eq!(seen, expected);
     assert!(!feed.lagged());
     // Origins are journaled: after a restart the re-derived events carry them too.
-    let mut cfg = config(dir.path());
+    let mut cfg = config(dir.path(), p);
     cfg.event_window = 1000;
     node.stop().unwrap();
     let node = Node::start(cfg).unwrap();
@@ -361,13 +357,12 @@ fn subscribers_see_every_command_with_its_origin() {
     }
 }
 
-#[test]
-fn a_client_without_acks_is_answered_through_a_notifying_subscription() {
+fn a_client_without_acks_is_answered_through_a_notifying_subscription(p: Pipeline) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let node =
-        Node::start(NodeConfig { durability: Durability::Write, ..config(dir.path()) }).unwrap();
+        Node::start(NodeConfig { durability: Durability::Write, ..config(dir.path(), p) }).unwrap();
     let notified = Arc::new(AtomicUsize::new(0));
     let counter = notified.clone();
     let mut feed = node
@@ -405,3 +400,110 @@ fn a_client_without_acks_is_answered_through_a_notifying_subscription() {
     assert_eq!(node.last_reference(42).unwrap(), commands.len() as u64);
     node.stop().unwrap();
 }
+
+/// Rings of two slots everywhere: every stage keeps running into a full output ring (the
+/// sequencer's batch is larger than the engine's ring; the engine's outputs outrun the
+/// publisher's ring), several clients at once; nothing is lost, reordered or stuck, and a
+/// stop drains what was submitted.
+fn tiny_rings_under_concurrent_clients_lose_and_reorder_nothing(p: Pipeline) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), p);
+    cfg.ring_capacity = 2;
+    cfg.durability = Durability::Write;
+    cfg.snapshot_every_commands = 100;
+    cfg.event_window = 4096;
+    let node = Node::start(cfg.clone()).unwrap();
+    let mut feed = node.subscribe(4096).unwrap();
+    const CALLERS: u32 = 3;
+    const CALLS: u32 = 150;
+    const FIRE_AND_FORGET: u32 = 300;
+    let callers: Vec<_> = (0..CALLERS).map(|c| node.client_for(100 + c as u64).unwrap()).collect();
+    let mut flood = node.client_for(99).unwrap();
+    std::thread::scope(|s| {
+        for (c, mut client) in callers.into_iter().enumerate() {
+            s.spawn(move || {
+                let mut last = 0;
+                for i in 0..CALLS {
+                    let asset = AssetId(10_000 * (c as u32 + 1) + i);
+                    let ack = client.call(Command::ListAsset { asset, decimals: 2 }, T).unwrap();
+                    assert!(ack.seq > last, "acknowledgements come in sequence order");
+                    last = ack.seq;
+                    assert!(matches!(ack.events[0], Event::AssetListed { .. }), "{ack:?}");
+                }
+            });
+        }
+        s.spawn(move || {
+            for i in 0..FIRE_AND_FORGET {
+                let mut cmd = Command::ListAsset { asset: AssetId(1_000_000 + i), decimals: 2 };
+                loop {
+                    match flood.submit(cmd, u64::from(i)) {
+                        Ok(()) => break,
+                        Err(bourse_node::SubmitError::Busy(sub)) => {
+                            cmd = sub.command;
+                            std::thread::yield_now();
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        });
+    });
+    let total = u64::from(CALLERS * CALLS + FIRE_AND_FORGET);
+    // Everything submitted is applied before the final snapshot.
+    let stats = node.stop().unwrap();
+    assert_eq!(stats.published_seq, total, "{stats:?}");
+    let mut seqs = Vec::new();
+    while let Some(e) = feed.try_next() {
+        seqs.push(e.seq);
+    }
+    assert!(!feed.lagged());
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "every command published, in order");
+    let node = Node::start(cfg).unwrap();
+    let r = node.recovery();
+    assert_eq!((r.snapshot_seq, r.replayed, r.next_seq), (total, 0, total + 1), "{r:?}");
+    node.stop().unwrap();
+}
+
+#[test]
+fn the_pipeline_mode_is_configured_in_snake_case_and_defaults_to_threads() {
+    assert_eq!(NodeConfig::default().pipeline, Pipeline::Threads);
+    let parse = |json: &str| serde_json::from_str::<NodeConfig>(json);
+    assert_eq!(parse(r#"{"pipeline": "single"}"#).unwrap().pipeline, Pipeline::Single);
+    assert_eq!(parse(r#"{"pipeline": "threads"}"#).unwrap().pipeline, Pipeline::Threads);
+    assert_eq!(parse("{}").unwrap().pipeline, Pipeline::Threads);
+    for bad in [r#"{"pipeline": "Single"}"#, r#"{"pipeline": "one"}"#, r#"{"pipelines": "single"}"#]
+    {
+        assert!(parse(bad).is_err(), "{bad}");
+    }
+    assert_eq!("single".parse::<Pipeline>(), Ok(Pipeline::Single));
+    assert_eq!(Pipeline::Threads.to_string().parse::<Pipeline>(), Ok(Pipeline::Threads));
+    assert!("both".parse::<Pipeline>().is_err());
+}
+
+/// Runs each named test (a `fn(Pipeline)`) once per pipeline mode, as `threads::NAME` and
+/// `single::NAME`.
+macro_rules! in_both_pipelines {
+    ($($name:ident),* $(,)?) => {
+        mod threads {
+            $( #[test] fn $name() { super::$name(bourse_node::Pipeline::Threads) } )*
+        }
+        mod single {
+            $( #[test] fn $name() { super::$name(bourse_node::Pipeline::Single) } )*
+        }
+    };
+}
+
+in_both_pipelines!(
+    commands_are_sequenced_acknowledged_and_survive_a_restart,
+    a_full_submission_ring_is_explicit_back_pressure,
+    snapshot_plus_replay_equals_full_replay_in_state_and_events,
+    a_client_that_never_reads_its_acks_stalls_nobody,
+    a_new_client_always_gets_its_first_acknowledgement,
+    a_panicking_thread_stops_the_node_instead_of_hanging_it,
+    the_final_snapshot_covers_everything_submitted_before_stop,
+    huge_timeouts_do_not_overflow,
+    unusable_configurations_are_refused,
+    subscribers_see_every_command_with_its_origin,
+    a_client_without_acks_is_answered_through_a_notifying_subscription,
+    tiny_rings_under_concurrent_clients_lose_and_reorder_nothing,
+);

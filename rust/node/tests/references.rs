@@ -12,14 +12,17 @@ use bourse_engine::Command;
 use bourse_node::journal::list_segments;
 use bourse_node::recovery::replay_directory_state;
 use bourse_node::snapfile::{list_snapshots, SNAPSHOT_HEADER_LEN};
-use bourse_node::{Client, Durability, Node, NodeConfig, NodeError, SubmitError, WaitStrategy};
+use bourse_node::{
+    Client, Durability, Node, NodeConfig, NodeError, Pipeline, SubmitError, WaitStrategy,
+};
 use proptest::prelude::*;
 use storage_common::{command, setup};
 
 const T: Duration = Duration::from_secs(10);
 
-fn config(dir: &Path) -> NodeConfig {
+fn config(dir: &Path, pipeline: Pipeline) -> NodeConfig {
     NodeConfig {
+        pipeline,
         data_dir: dir.to_path_buf(),
         durability: Durability::Write,
         segment_bytes: 64 << 20,
@@ -98,10 +101,9 @@ fn start_with_setup(cfg: &NodeConfig) -> (Node, Client) {
     (node, client)
 }
 
-#[test]
-fn references_from_several_sources_are_kept_and_survive_a_stop_and_start() {
+fn references_from_several_sources_are_kept_and_survive_a_stop_and_start(p: Pipeline) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
+    let cfg = config(dir.path(), p);
     let mut model = Model::default();
     let mut next = 0;
     {
@@ -138,10 +140,9 @@ fn references_from_several_sources_are_kept_and_survive_a_stop_and_start() {
     node.stop().unwrap();
 }
 
-#[test]
-fn reference_zero_and_source_zero_are_ignored() {
+fn reference_zero_and_source_zero_are_ignored(p: Pipeline) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
+    let cfg = config(dir.path(), p);
     let mut model = Model::default();
     let mut next = 0;
     let (node, mut client) = start_with_setup(&cfg);
@@ -158,10 +159,9 @@ fn reference_zero_and_source_zero_are_ignored() {
     assert_table(&node, &model, "after a restart");
 }
 
-#[test]
-fn a_crash_like_restart_rebuilds_the_table_from_the_journal() {
+fn a_crash_like_restart_rebuilds_the_table_from_the_journal(p: Pipeline) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
+    let cfg = config(dir.path(), p);
     let mut model = Model::default();
     let mut next = 0;
     {
@@ -183,10 +183,9 @@ fn a_crash_like_restart_rebuilds_the_table_from_the_journal() {
     assert_eq!(replayed.last_references.to_sorted_vec(), model.table());
 }
 
-#[test]
-fn the_table_comes_back_from_a_snapshot_after_compaction_with_later_commands_replayed() {
+fn the_table_comes_back_from_a_snapshot_after_compaction_with_later_commands_replayed(p: Pipeline) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = NodeConfig { segment_bytes: 512, ..config(dir.path()) };
+    let cfg = NodeConfig { segment_bytes: 512, ..config(dir.path(), p) };
     let mut model = Model::default();
     let mut next = 0;
     let snapshot_seq;
@@ -230,10 +229,9 @@ fn make_format_1(path: &Path) {
     std::fs::write(path, bytes).unwrap();
 }
 
-#[test]
-fn a_format_1_snapshot_is_passed_over_and_the_journal_rebuilds_the_table() {
+fn a_format_1_snapshot_is_passed_over_and_the_journal_rebuilds_the_table(p: Pipeline) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
+    let cfg = config(dir.path(), p);
     let mut model = Model::default();
     let mut next = 0;
     {
@@ -253,10 +251,9 @@ fn a_format_1_snapshot_is_passed_over_and_the_journal_rebuilds_the_table() {
     assert_table(&node, &model, "from the journal");
 }
 
-#[test]
-fn a_format_1_snapshot_with_the_journal_compacted_is_refused_by_name() {
+fn a_format_1_snapshot_with_the_journal_compacted_is_refused_by_name(p: Pipeline) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = NodeConfig { segment_bytes: 512, ..config(dir.path()) };
+    let cfg = NodeConfig { segment_bytes: 512, ..config(dir.path(), p) };
     let mut model = Model::default();
     let mut next = 0;
     {
@@ -283,10 +280,11 @@ fn restart_equals_the_model(
     snapshot_after: Option<usize>,
     every: u64,
     graceful: bool,
+    p: Pipeline,
 ) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let cfg =
-        NodeConfig { segment_bytes: 512, snapshot_every_commands: every, ..config(dir.path()) };
+        NodeConfig { segment_bytes: 512, snapshot_every_commands: every, ..config(dir.path(), p) };
     let mut model = Model::default();
     let mut next = 0;
     {
@@ -332,7 +330,30 @@ proptest! {
         snapshot_after in prop::option::of(0usize..80),
         every in prop_oneof![Just(0u64), 10u64..30],
         graceful in any::<bool>(),
+        p in prop_oneof![Just(Pipeline::Threads), Just(Pipeline::Single)],
     ) {
-        restart_equals_the_model(&ops, snapshot_after, every, graceful)?;
+        restart_equals_the_model(&ops, snapshot_after, every, graceful, p)?;
     }
 }
+
+/// Runs each named test (a `fn(Pipeline)`) once per pipeline mode, as `threads::NAME` and
+/// `single::NAME`.
+macro_rules! in_both_pipelines {
+    ($($name:ident),* $(,)?) => {
+        mod threads {
+            $( #[test] fn $name() { super::$name(bourse_node::Pipeline::Threads) } )*
+        }
+        mod single {
+            $( #[test] fn $name() { super::$name(bourse_node::Pipeline::Single) } )*
+        }
+    };
+}
+
+in_both_pipelines!(
+    references_from_several_sources_are_kept_and_survive_a_stop_and_start,
+    reference_zero_and_source_zero_are_ignored,
+    a_crash_like_restart_rebuilds_the_table_from_the_journal,
+    the_table_comes_back_from_a_snapshot_after_compaction_with_later_commands_replayed,
+    a_format_1_snapshot_is_passed_over_and_the_journal_rebuilds_the_table,
+    a_format_1_snapshot_with_the_journal_compacted_is_refused_by_name,
+);
