@@ -779,6 +779,70 @@ impl Node {
         rx.recv().map_err(|_| NodeError::Stopped)?.map_err(NodeError::Snapshot)
     }
 
+    /// Every command's events from `from_seq` up to, not including, `upto` (at most the
+    /// published position), in order, handed to `f` (which returns `false` to stop). Entries
+    /// still in the in-memory window come from it; older ones are re-derived in **one** pass
+    /// over the journal from the newest snapshot before `from_seq` (where repeated
+    /// [`Node::events_from`] calls would load the snapshot and re-apply the journal for every
+    /// batch). Meant for long reads such as a session resuming from an old position; runs on
+    /// the caller's thread and never holds up the pipeline.
+    pub fn stream_events(
+        &self,
+        from_seq: u64,
+        upto: u64,
+        f: &mut dyn FnMut(&CommandEvents) -> bool,
+    ) -> Result<(), NodeError> {
+        let upto = upto.min(self.shared.counters.published_seq.load(Ordering::Acquire) + 1);
+        let mut next = from_seq.max(1);
+        while next < upto {
+            let window_start = {
+                let window = self.shared.events.window.lock().expect("event log lock");
+                window.front().map(|e| e.seq)
+            };
+            match window_start {
+                Some(start) if start <= next => {
+                    let want = ((upto - next) as usize).min(4096);
+                    let batch = self.events_from(next, want, Duration::ZERO)?;
+                    if batch.is_empty() {
+                        return Err(NodeError::EventsGone(next));
+                    }
+                    for entry in &batch {
+                        if entry.seq >= upto {
+                            return Ok(());
+                        }
+                        next = entry.seq + 1;
+                        if !f(entry) {
+                            return Ok(());
+                        }
+                    }
+                }
+                _ => {
+                    // Up to where the window starts (or everything asked, if it is empty).
+                    let disk_end = window_start.unwrap_or(upto).min(upto);
+                    let mut stopped = false;
+                    recovery::stream_replayed_events(
+                        &self.shared.config,
+                        next,
+                        disk_end - 1,
+                        &mut |entry| {
+                            next = entry.seq + 1;
+                            let go_on = f(entry);
+                            stopped = !go_on;
+                            go_on
+                        },
+                    )?;
+                    if stopped {
+                        return Ok(());
+                    }
+                    if next < disk_end {
+                        return Err(NodeError::EventsGone(next));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Up to `max` commands' events from sequence number `from_seq` on, in order, waiting
     /// up to `timeout` for the first if none is published yet. Events older than the
     /// in-memory window are re-derived from the latest snapshot before them and the journal.

@@ -24,7 +24,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use bourse_engine::{Engine, Event};
+use bourse_engine::{Command, Engine};
 use serde::Serialize;
 
 use crate::config::NodeConfig;
@@ -257,6 +257,33 @@ fn replay_events_once(
     max: usize,
     upto: u64,
 ) -> Result<Vec<CommandEvents>, NodeError> {
+    let mut out = Vec::new();
+    for_each_replayed(config, from_seq, upto, &mut |entry: &CommandEvents| {
+        out.push(entry.clone());
+        out.len() < max
+    })?;
+    Ok(out)
+}
+
+/// The events of the commands `from_seq..=upto`, re-derived in one pass over the journal
+/// from the newest snapshot before `from_seq` and handed to `f` in order (`f` returns
+/// `false` to stop). Unlike repeated [`replay_events`] calls, a long range costs one
+/// snapshot load and one read of the journal.
+pub fn stream_replayed_events(
+    config: &NodeConfig,
+    from_seq: u64,
+    upto: u64,
+    f: &mut dyn FnMut(&CommandEvents) -> bool,
+) -> Result<(), NodeError> {
+    for_each_replayed(config, from_seq, upto, f)
+}
+
+fn for_each_replayed(
+    config: &NodeConfig,
+    from_seq: u64,
+    upto: u64,
+    f: &mut dyn FnMut(&CommandEvents) -> bool,
+) -> Result<(), NodeError> {
     let dir = config.data_dir.as_path();
     let mut base: Option<(u64, Engine)> = None;
     let mut snapshots = snapfile::list_snapshots(dir)
@@ -274,32 +301,37 @@ fn replay_events_once(
         }
     }
     let (start, mut engine) = base.unwrap_or_else(|| (0, Engine::new(config.engine_config())));
-    let mut out = Vec::new();
-    let mut events: Vec<Event> = Vec::new();
     let reader =
         crate::journal::read_journal(dir, start + 1, crate::journal::ReadMode::StopAtTornTail)
             .map_err(|e| match e {
                 JournalError::Compacted { .. } => NodeError::EventsGone(from_seq),
                 other => NodeError::Journal(other),
             })?;
+    let mut entry = CommandEvents {
+        seq: 0,
+        timestamp_ns: 0,
+        origin: Default::default(),
+        command: Command::ListAsset { asset: bourse_engine::AssetId(0), decimals: 0 },
+        events: Vec::new(),
+    };
     for r in reader {
         let r = r?;
-        if r.seq > upto || out.len() >= max {
+        if r.seq > upto {
             break;
         }
-        events.clear();
-        engine.apply(&r.command, &mut events);
+        entry.events.clear();
+        engine.apply(&r.command, &mut entry.events);
         if r.seq >= from_seq {
-            out.push(CommandEvents {
-                origin: r.origin,
-                command: r.command,
-                seq: r.seq,
-                timestamp_ns: r.timestamp_ns,
-                events: events.clone(),
-            });
+            entry.seq = r.seq;
+            entry.timestamp_ns = r.timestamp_ns;
+            entry.origin = r.origin;
+            entry.command = r.command;
+            if !f(&entry) {
+                break;
+            }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Replay a whole journal directory (snapshot + records) into a fresh engine without changing

@@ -482,6 +482,53 @@ fn the_pipeline_mode_is_configured_in_snake_case_and_defaults_to_threads() {
 
 /// Runs each named test (a `fn(Pipeline)`) once per pipeline mode, as `threads::NAME` and
 /// `single::NAME`.
+fn streaming_events_equals_reading_them_one_by_one(p: Pipeline) {
+    let dir = tempfile::tempdir().unwrap();
+    // A small window and periodic snapshots: most of the stream is re-derived from disk,
+    // starting from a snapshot, and its tail comes from memory.
+    let node = Node::start(NodeConfig {
+        event_window: 16,
+        snapshot_every_commands: 40,
+        keep_snapshots: 100,
+        ..config(dir.path(), p)
+    })
+    .unwrap();
+    let mut client = node.client().unwrap();
+    let commands: Vec<Command> = setup()
+        .into_iter()
+        .chain((0..200).map(|i| {
+            let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
+            order(1 + i % 2, side, 100 + i % 7, i)
+        }))
+        .collect();
+    for c in &commands {
+        client.call(*c, T).unwrap();
+    }
+    let last = node.stats().published_seq;
+    for from in [1, 37, 150, last - 3] {
+        let mut streamed = Vec::new();
+        node.stream_events(from, last + 1, &mut |e| {
+            streamed.push(e.clone());
+            true
+        })
+        .unwrap();
+        assert_eq!(streamed.len() as u64, last + 1 - from, "from {from}");
+        for e in &streamed {
+            let one = node.events_from(e.seq, 1, T).unwrap();
+            assert_eq!(&one[0], e, "seq {}", e.seq);
+        }
+    }
+    // Stopping early stops.
+    let mut n = 0;
+    node.stream_events(1, last + 1, &mut |_| {
+        n += 1;
+        n < 5
+    })
+    .unwrap();
+    assert_eq!(n, 5);
+    node.stop().unwrap();
+}
+
 macro_rules! in_both_pipelines {
     ($($name:ident),* $(,)?) => {
         mod threads {
@@ -506,4 +553,5 @@ in_both_pipelines!(
     subscribers_see_every_command_with_its_origin,
     a_client_without_acks_is_answered_through_a_notifying_subscription,
     tiny_rings_under_concurrent_clients_lose_and_reorder_nothing,
+    streaming_events_equals_reading_them_one_by_one,
 );

@@ -6,7 +6,7 @@
 //!  sessions    │                                                             │
 //!  ◄────────── │ write ◄─ per-session buffers ◄─ router ◄─ Subscription ◄────┼─ring── publisher
 //!              └─────────────────────────────────────────────────────────────┘
-//!                 replay workers (one thread per resuming session) read Node::events_from
+//!                 replay workers (one thread per resuming session) read Node::stream_events
 //! ```
 //!
 //! One I/O thread owns every connection (readiness polling with `mio`), a node [`Client`]

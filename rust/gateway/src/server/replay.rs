@@ -1,6 +1,7 @@
 //! Replay workers: a resuming session's missed messages, read from the node's event log
-//! (the in-memory window, or re-derived from the journal), rendered exactly as the live
-//! router renders them, and handed to the I/O thread in encoded chunks.
+//! (the in-memory window, or re-derived from the journal in one pass by
+//! `Node::stream_events`), rendered exactly as the live router renders them, and handed to
+//! the I/O thread in encoded chunks of about 64 KiB.
 //!
 //! A worker runs on its own thread so that a long replay (re-deriving events from a
 //! snapshot and the journal) never stalls the I/O thread. Its channel is bounded: the I/O
@@ -12,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use bourse_engine::AccountId;
 use bourse_node::Node;
@@ -21,8 +21,8 @@ use super::io::push_frame;
 use super::render::account_messages;
 use crate::protocol::Message;
 
-/// Commands read per call to the event log.
-const BATCH: usize = 4096;
+/// Bytes of encoded frames per chunk handed to the I/O thread.
+const CHUNK_BYTES: usize = 64 << 10;
 /// Chunks in flight between a worker and the I/O thread.
 pub const CHANNEL_CHUNKS: usize = 4;
 
@@ -98,38 +98,39 @@ fn run(
     waker: &mio::Waker,
     stop: &AtomicBool,
 ) -> Result<(), String> {
-    let mut next = (job.from_seq >> 16).max(1);
-    while next < job.live_node_seq {
+    let from = (job.from_seq >> 16).max(1);
+    let mut chunk = Vec::new();
+    let mut failure: Option<String> = None;
+    node.stream_events(from, job.live_node_seq, &mut |ce| {
         if stop.load(Ordering::Acquire) {
-            return Err("the gateway is stopping".into());
+            failure = Some("the gateway is stopping".into());
+            return false;
         }
-        let want = ((job.live_node_seq - next) as usize).min(BATCH);
-        let batch = node
-            .events_from(next, want, Duration::ZERO)
-            .map_err(|e| format!("replay from node seq {next}: {e}"))?;
-        if batch.is_empty() {
-            return Err(format!("replay: node seq {next} is not in the event log"));
-        }
-        let mut chunk = Vec::new();
-        for ce in &batch {
-            if ce.seq >= job.live_node_seq {
-                break;
+        account_messages(
+            ce,
+            |a| a == job.account,
+            |_, m| {
+                if message_seq(&m) >= job.from_seq {
+                    push_frame(&mut chunk, &m);
+                }
+            },
+        );
+        if chunk.len() >= CHUNK_BYTES {
+            if tx.send(ReplayMsg::Chunk(std::mem::take(&mut chunk))).is_err() {
+                failure = Some("session gone".into());
+                return false;
             }
-            account_messages(
-                ce,
-                |a| a == job.account,
-                |_, m| {
-                    if message_seq(&m) >= job.from_seq {
-                        push_frame(&mut chunk, &m);
-                    }
-                },
-            );
-            next = ce.seq + 1;
-        }
-        if !chunk.is_empty() {
-            tx.send(ReplayMsg::Chunk(chunk)).map_err(|_| "session gone".to_string())?;
             let _ = waker.wake();
         }
+        true
+    })
+    .map_err(|e| format!("replay from node seq {from}: {e}"))?;
+    if let Some(why) = failure {
+        return Err(why);
+    }
+    if !chunk.is_empty() {
+        tx.send(ReplayMsg::Chunk(chunk)).map_err(|_| "session gone".to_string())?;
+        let _ = waker.wake();
     }
     Ok(())
 }
