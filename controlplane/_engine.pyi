@@ -200,6 +200,7 @@ def bench_gateway(
     gateway_core: int | None = None,
     node_core: int | None = None,
     node_wait: str | None = None,
+    node_pipeline: str = "threads",
 ) -> dict[str, Any]:
     """The gateway benchmark (GIL released): a node (``policy``) and a gateway in process,
     ``sessions`` order-entry sessions offering ``rate`` requests/s in total, open loop, for
@@ -208,5 +209,6 @@ def bench_gateway(
     ``sent``, ``answered``, ``unanswered``, ``rejects``, ``reject_codes``, ``trades``, the
     ``gateway`` and ``node`` counters, and more. ``gateway_core`` / ``node_core`` pin the
     gateway's I/O thread / the node's three pipeline threads; ``node_wait`` is the node's wait
-    strategy (``busy-spin``, ``yield``, ``spin-then-park[:SPINS:PARK_US]``). ValueError for a
+    strategy (``busy-spin``, ``yield``, ``spin-then-park[:SPINS:PARK_US]``), ``node_pipeline``
+    its pipeline mode (``threads`` or ``single``). ValueError for a
     bad argument, ToolError if it fails."""

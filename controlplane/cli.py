@@ -6,6 +6,7 @@
     bourse bench gateway --rate R --duration S [--policy fsync|write|none] [--sessions N]
                          [--warmup S] [--seed S] [--max-resting N] [--client-threads N]
                          [--gateway-core N] [--node-core N] [--node-wait STRATEGY]
+                         [--node-pipeline threads|single]
     bourse replay lobster ZIP [ZIP ...] [--max-messages N]
     bourse node run --data-dir D [--config FILE.json|.toml] [--durability fsync|write|none]
                     [--snapshot-every N] [--segment-bytes N] [--keep-snapshots N]
@@ -179,6 +180,7 @@ def _bench_gateway(args: argparse.Namespace) -> int:
         gateway_core=args.gateway_core,
         node_core=args.node_core,
         node_wait=args.node_wait,
+        node_pipeline=args.node_pipeline,
     )
     _emit(json.dumps(report, separators=(",", ":")))
     return 0
@@ -212,6 +214,12 @@ def add_bench_gateway(subparsers: SubParsers) -> None:
         type=_wait_strategy_name,
         metavar="STRATEGY",
         help="node wait strategy: busy-spin, yield, spin-then-park[:SPINS:PARK_US]",
+    )
+    p.add_argument(
+        "--node-pipeline",
+        choices=("threads", "single"),
+        default="threads",
+        help="node pipeline mode (default: threads)",
     )
     p.set_defaults(handler=_bench_gateway)
 

@@ -5,6 +5,7 @@
 //!     --rate 80000 --duration 10 [--policy fsync|write|none] [--sessions 8] [--warmup 1] \
 //!     [--seed 1] [--max-resting 256] [--client-threads 1] [--drain 5] [--gateway-core N] \
 //!     [--gateway-spin-us N] [--node-core N] [--node-wait busy-spin|yield|spin-then-park[:S:T]]
+//!     [--node-pipeline threads|single]
 //! ```
 //!
 //! Prints the report as one JSON line.
@@ -44,6 +45,7 @@ fn run() -> Result<(), String> {
                     Cores { sequencer: core, engine: core, publisher: core, ..Cores::default() };
             }
             "--node-wait" => cfg.node_wait = Some(value.parse().map_err(|e| bad(&e))?),
+            "--node-pipeline" => cfg.node_pipeline = value.parse().map_err(|e| bad(&e))?,
             other => return Err(format!("unknown flag {other}")),
         }
     }

@@ -60,7 +60,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bourse_engine::{
     AccountId, AssetId, Command, Event, MarketId, OrderRef, OrderType, Side, StpMode, TimeInForce,
 };
-use bourse_node::{Cores, Durability, Node, NodeConfig, NodeStats, WaitStrategy};
+use bourse_node::{Cores, Durability, Node, NodeConfig, NodeStats, Pipeline, WaitStrategy};
 use hdrhistogram::Histogram;
 use hmac::{Hmac, Mac};
 use rustc_hash::FxHashMap;
@@ -1329,6 +1329,8 @@ pub struct GatewayBenchConfig {
     pub node_cores: Cores,
     /// How the node's idle threads wait (`None`: the node's default).
     pub node_wait: Option<WaitStrategy>,
+    /// The node's pipeline mode (`threads` or `single`).
+    pub node_pipeline: Pipeline,
 }
 
 impl Default for GatewayBenchConfig {
@@ -1347,6 +1349,7 @@ impl Default for GatewayBenchConfig {
             gateway_spin_us: None,
             node_cores: Cores::default(),
             node_wait: None,
+            node_pipeline: Pipeline::default(),
         }
     }
 }
@@ -1429,6 +1432,7 @@ pub fn bench_gateway(cfg: GatewayBenchConfig) -> Result<GatewayBenchReport, Stri
         event_window: 1 << 16,
         cores: cfg.node_cores,
         wait: cfg.node_wait.unwrap_or_default(),
+        pipeline: cfg.node_pipeline,
         ..NodeConfig::default()
     };
     let node = Arc::new(Node::start(node_config).map_err(|e| e.to_string())?);

@@ -25,6 +25,7 @@ use crate::{Error, Result};
     gateway_core = None,
     node_core = None,
     node_wait = None,
+    node_pipeline = "threads",
 ))]
 #[allow(clippy::too_many_arguments)]
 fn bench_gateway<'py>(
@@ -41,6 +42,7 @@ fn bench_gateway<'py>(
     gateway_core: Option<usize>,
     node_core: Option<usize>,
     node_wait: Option<&str>,
+    node_pipeline: &str,
 ) -> Result<Bound<'py, PyAny>> {
     let policy: Durability = policy.parse().map_err(|e| Error::Argument(format!("{e}")))?;
     for (name, value) in [("duration", duration), ("warmup", warmup), ("drain", drain)] {
@@ -78,6 +80,7 @@ fn bench_gateway<'py>(
             .map(|w| w.parse::<WaitStrategy>())
             .transpose()
             .map_err(|e| Error::Argument(e.to_string()))?,
+        node_pipeline: node_pipeline.parse().map_err(Error::Argument)?,
     };
     let report = py.detach(|| run(config)).map_err(Error::Tool)?;
     Ok(pythonize(py, &report)?)
