@@ -22,7 +22,7 @@ export CARGO_TERM_COLOR ?= auto
 
 RUST_SOURCES := Cargo.toml $(shell find rust -name '*.rs' -o -name Cargo.toml 2>/dev/null)
 
-.PHONY: help venv build test lint fmt bench run clean
+.PHONY: help venv build test lint fmt bench run demo-bench clean
 
 help: ## Show this help
 	@echo "Usage: make <target>"
@@ -64,9 +64,10 @@ bench: build ## Run the engine benchmarks (both workloads) and the criterion ben
 	$(BIN)/bourse bench engine --workload liquibook
 	cargo bench -p bourse-engine
 
-# `run` will start the exchange (`bourse serve`) once the control plane lands; until then it
-# demonstrates the engine: a benchmark and a replay of a day of NASDAQ order flow.
-run: build ## Demo: engine benchmark + LOBSTER replay (becomes `bourse serve` later)
+run: build ## Start the exchange (`bourse serve`, bourse.toml) with the demo market; Ctrl-C stops
+	$(BIN)/bourse serve
+
+demo-bench: build ## The engine demo: a benchmark and a replay of a day of NASDAQ order flow
 	$(BIN)/bourse bench engine --workload exchange-core
 	$(BIN)/bourse replay lobster $(LOBSTER_DEMO)
 

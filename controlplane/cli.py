@@ -15,6 +15,8 @@
                     [--engine-core N] [--sequencer-core N] [--publisher-core N]
                     [--order-capacity N] [--levels-per-side N] [--stdio]
     bourse node replay --data-dir D [--config FILE] [--order-capacity N] [--levels-per-side N]
+    bourse serve [--config bourse.toml] [--data-dir D] [--http-host H] [--http-port P]
+                 [--gateway-listen HOST:PORT] [--durability fsync|write|none] [--no-demo]
 
 Every command is a pair: a handler ``(args) -> exit status`` and an ``add_*`` function that
 registers its parser and sets the handler. Groups (``bench``, ``replay``) hold their commands
@@ -487,9 +489,51 @@ def add_node(subparsers: SubParsers) -> None:
     _group(subparsers, "node", "Run or inspect a durable node.", NODE_COMMANDS)
 
 
+# --- serve ----------------------------------------------------------------------------------
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    from controlplane.config import ConfigError, load_config
+    from controlplane.serve import serve
+
+    try:
+        config = load_config(
+            args.config,
+            overrides={
+                "server": {"data_dir": None if args.data_dir is None else str(args.data_dir)},
+                "http": {"host": args.http_host, "port": args.http_port},
+                "gateway": {"listen": args.gateway_listen},
+                "node": {"durability": args.durability},
+                "demo": {"enabled": False if args.no_demo else None},
+            },
+        )
+    except ConfigError as err:
+        print(f"bourse: error: {err}", file=sys.stderr)
+        return 1
+    serve(config, _emit)
+    return 0
+
+
+def add_serve(subparsers: SubParsers) -> None:
+    help = (
+        "Run the exchange: the node, the binary gateway and the REST API in one process, "
+        "from bourse.toml (or --config), BOURSE_<SECTION>_<KEY> variables and these flags; "
+        "with the demo listing, accounts and market maker on a fresh data directory."
+    )
+    p = subparsers.add_parser("serve", help=help, description=help)
+    p.add_argument("--config", type=Path, metavar="FILE", help="TOML config (default bourse.toml)")
+    p.add_argument("--data-dir", type=Path, metavar="D", help="server.data_dir")
+    p.add_argument("--http-host", metavar="H", help="http.host")
+    p.add_argument("--http-port", type=_non_negative_int, metavar="P", help="http.port")
+    p.add_argument("--gateway-listen", metavar="HOST:PORT", help="gateway.listen")
+    p.add_argument("--durability", choices=POLICIES, help="node.durability")
+    p.add_argument("--no-demo", action="store_true", help="demo.enabled = false")
+    p.set_defaults(handler=_serve_command)
+
+
 # --- entry point ----------------------------------------------------------------------------
 
-COMMANDS: tuple[Registrar, ...] = (add_bench, add_replay, add_node)
+COMMANDS: tuple[Registrar, ...] = (add_bench, add_replay, add_node, add_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
