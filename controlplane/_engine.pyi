@@ -143,6 +143,10 @@ class Node:
         """``(free, held)`` atoms, or None if the account has never held the asset."""
     def depth(self, market: int, side: Side, levels: int) -> list[tuple[int, int, int]]:
         """Up to ``levels`` levels as ``(price, quantity, orders)``, best first."""
+    def markets(self) -> list[MarketView]:
+        """Every listed market's specification and status, in listing order."""
+    def assets(self) -> list[tuple[int, int]]:
+        """Listed assets as ``(asset, decimals)``, in listing order."""
     def snapshot(self) -> int:
         """Take a snapshot now; its sequence number once written. NodeError if it fails."""
     def start_gateway(self, config: GatewayConfig | None = None) -> GatewayAddress:

@@ -122,6 +122,29 @@ def demo_listed(node: Node) -> bool:
     return node.balance(SETUP_DONE, USDT.id) is not None
 
 
+def check_listing(node: Node, markets: dict[str, Market]) -> None:
+    """The engine is the authority on market specifications: refuse to serve a symbol
+    whose market in the engine differs from what the HTTP API would publish for it."""
+    engine = {m["market"]: m for m in node.markets()}
+    for symbol, m in markets.items():
+        view = engine.get(m.id)
+        spec = (m.base.id, m.quote.id, m.price_decimals, m.tick_size, m.lot_size, m.min_notional)
+        if view is None:
+            raise RuntimeError(f"{symbol}: market {m.id} is not listed in the engine")
+        listed = (
+            view["base"],
+            view["quote"],
+            view["price_decimals"],
+            view["tick_size"],
+            view["lot_size"],
+            view["min_notional"],
+        )
+        if listed != spec:
+            raise RuntimeError(
+                f"{symbol}: the engine's market {m.id} is {listed}, the listing says {spec}"
+            )
+
+
 def ensure_demo_listing(node: Node) -> bool:
     """List the demo set and fund the demo accounts unless done; whether anything was done.
 
@@ -524,6 +547,7 @@ async def start(config: ServerConfig) -> Server:
         for key in keys.values():
             node.add_api_key(key.key_id, key.secret, key.account)
         markets = BY_SYMBOL if listed else {}
+        check_listing(node, markets)
         runner = web.AppRunner(make_app(node, markets), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, config.http.host, config.http.port)

@@ -210,3 +210,15 @@ def test_stop_does_not_wait_for_a_reader_blocked_in_events(tmp_path: Path) -> No
     assert time.monotonic() - started < 3.0
     waiting.join(timeout=5.0)
     assert not waiting.is_alive()
+
+
+def test_markets_and_assets_are_read_from_the_running_engine(tmp_path: Path) -> None:
+    with Node(small_config(tmp_path / "node")) as node:
+        assert node.markets() == []
+        for command in SETUP:
+            node.submit(command)
+        engine = fresh_engine()
+        for command in SETUP:
+            engine.apply(command)
+        assert node.markets() == [engine.market(MARKET)]
+        assert node.assets() == [(1, 8), (2, 8)]

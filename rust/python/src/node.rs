@@ -381,6 +381,24 @@ impl PyNode {
         })
     }
 
+    /// Every listed market's specification and status (as `Engine.market`), in listing
+    /// order, read from the running engine between two commands.
+    fn markets<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyAny>> {
+        let markets = self.with_node(py, |node| {
+            Ok(node.query(|e| {
+                e.markets().into_iter().filter_map(|m| e.market(m)).collect::<Vec<_>>()
+            })?)
+        })?;
+        Ok(pythonize(py, &markets)?)
+    }
+
+    /// Listed assets as `(asset, decimals)`, in listing order.
+    fn assets(&self, py: Python<'_>) -> Result<Vec<(u32, u8)>> {
+        self.with_node(py, |node| {
+            Ok(node.query(|e| e.assets().into_iter().map(|(a, d)| (a.0, d)).collect())?)
+        })
+    }
+
     /// Take a snapshot now; returns its sequence number once it is written.
     fn snapshot(&self, py: Python<'_>) -> Result<u64> {
         self.with_node(py, |node| node.snapshot_now().map_err(Error::from))
