@@ -277,10 +277,14 @@ struct EventLog {
     published: Condvar,
 }
 
+/// A query job for the engine stage: the engine, and the last applied sequence number.
+type EngineQuery = Box<dyn FnOnce(&Engine, u64) + Send>;
+
 /// Engine-thread control messages (off the hot path).
 enum Control {
-    /// Run a closure against the engine between commands.
-    Query(Box<dyn FnOnce(&Engine) + Send>),
+    /// Run a closure against the engine between commands, with the sequence number of the
+    /// last command applied.
+    Query(EngineQuery),
     /// Run a closure against the last-reference table between commands.
     References(Box<dyn FnOnce(&LastReferences) + Send>),
     /// Take a snapshot now; reply with its sequence number.
@@ -712,9 +716,19 @@ impl Node {
         &self,
         f: impl FnOnce(&Engine) -> R + Send + 'static,
     ) -> Result<R, NodeError> {
+        self.query_at(move |e, _| f(e)).map(|(r, _)| r)
+    }
+
+    /// [`Node::query`], also returning the sequence number of the last command the engine
+    /// had applied when `f` ran: the state `f` saw is exactly the result of commands
+    /// `1..=seq` (a consumer of the event stream lines a snapshot up with it).
+    pub fn query_at<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Engine, u64) -> R + Send + 'static,
+    ) -> Result<(R, u64), NodeError> {
         let (tx, rx) = mpsc::channel();
-        let job: Box<dyn FnOnce(&Engine) + Send> = Box::new(move |e| {
-            let _ = tx.send(f(e));
+        let job: EngineQuery = Box::new(move |e, seq| {
+            let _ = tx.send((f(e, seq), seq));
         });
         self.control
             .lock()
@@ -1403,7 +1417,7 @@ impl Stage for EngineStage {
         }
         match self.control.try_recv() {
             Ok(Control::Query(f)) => {
-                f(&self.engine);
+                f(&self.engine, self.applied);
                 return Step::Worked;
             }
             Ok(Control::References(f)) => {

@@ -529,6 +529,21 @@ fn streaming_events_equals_reading_them_one_by_one(p: Pipeline) {
     node.stop().unwrap();
 }
 
+fn a_query_says_which_command_its_state_follows(p: Pipeline) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(config(dir.path(), p)).unwrap();
+    let (markets, seq) = node.query_at(|e, _| e.markets().len()).unwrap();
+    assert_eq!((markets, seq), (0, 0));
+    let mut client = node.client().unwrap();
+    let mut last = 0;
+    for c in setup() {
+        last = client.call(c, T).unwrap().seq;
+    }
+    let ((markets, seen), seq) = node.query_at(|e, seq| (e.markets().len(), seq)).unwrap();
+    assert_eq!((markets, seen, seq), (1, last, last));
+    node.stop().unwrap();
+}
+
 macro_rules! in_both_pipelines {
     ($($name:ident),* $(,)?) => {
         mod threads {
@@ -554,4 +569,5 @@ in_both_pipelines!(
     a_client_without_acks_is_answered_through_a_notifying_subscription,
     tiny_rings_under_concurrent_clients_lose_and_reorder_nothing,
     streaming_events_equals_reading_them_one_by_one,
+    a_query_says_which_command_its_state_follows,
 );

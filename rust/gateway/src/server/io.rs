@@ -1086,30 +1086,25 @@ impl Io {
             let Some(subs) = self.market_subs.get(market) else { continue };
             let targets: smallvec_free::Targets = subs.as_slice().into();
             for &i in targets.as_slice() {
-                self.deliver_md(i, *market, o);
+                self.deliver_md(i, ce.seq, *market, o);
             }
         }
         self.md_out = md_out;
     }
 
-    fn deliver_md(&mut self, i: usize, market: MarketId, o: &MdOutput) {
+    fn deliver_md(&mut self, i: usize, node_seq: u64, market: MarketId, o: &MdOutput) {
         let Some(conn) = self.conn(i) else { return };
-        let Some(sub) = conn.subs.iter_mut().find(|s| s.market == market) else { return };
+        let Some(sub) = conn.subs.iter().find(|s| s.market == market) else { return };
+        if node_seq <= sub.snapshot_node_seq {
+            // The snapshot the session got already shows this command's effect.
+            return;
+        }
         let message = match (o, sub.feed) {
-            (MdOutput::Change(c), FeedKind::OrderByOrder) if c.book_seq > sub.skip_upto => {
-                c.order_message()
-            }
-            (MdOutput::Change(c), FeedKind::Levels) if c.book_seq > sub.skip_upto => {
-                c.level_message()
-            }
-            (MdOutput::Top(t), FeedKind::TopOfBook) if t.book_seq > sub.skip_upto => {
-                Message::MdTopOfBook(*t)
-            }
-            (MdOutput::Trade(t), _) if t.book_seq > sub.skip_upto => Message::MdTrade(*t),
-            (MdOutput::Status(s), _) if s.status != sub.status => {
-                sub.status = s.status;
-                Message::MdMarketStatus(*s)
-            }
+            (MdOutput::Change(c), FeedKind::OrderByOrder) => c.order_message(),
+            (MdOutput::Change(c), FeedKind::Levels) => c.level_message(),
+            (MdOutput::Top(t), FeedKind::TopOfBook) => Message::MdTopOfBook(*t),
+            (MdOutput::Trade(t), _) => Message::MdTrade(*t),
+            (MdOutput::Status(s), _) => Message::MdMarketStatus(*s),
             _ => return,
         };
         self.deliver(i, &message);
@@ -1148,7 +1143,7 @@ impl Io {
             return self.send(i, &reject(reason));
         }
         let (market, feed) = (s.market, s.feed);
-        let snapshot = self.node.query(move |e| {
+        let snapshot = self.node.query_at(move |e, _| {
             let view = e.market(market)?;
             let entries = match feed {
                 FeedKind::OrderByOrder => Snapshot::Orders(
@@ -1180,7 +1175,7 @@ impl Io {
             };
             Some((view.book_seq, view.status, entries))
         });
-        let Ok(Some((book_seq, status, entries))) = snapshot else {
+        let Ok((Some((book_seq, status, entries)), snapshot_node_seq)) = snapshot else {
             return self.send(i, &reject(SubscribeRejectReason::UnknownMarket));
         };
         let count = match &entries {
@@ -1208,7 +1203,7 @@ impl Io {
         let now = self.now;
         let Some(conn) = self.conn(i) else { return };
         conn.out.extend_from_slice(&frames);
-        conn.subs.push(MdSub { market, feed, skip_upto: book_seq, status });
+        conn.subs.push(MdSub { market, feed, snapshot_node_seq });
         conn.session.on_sent(now);
         self.counters.messages_out.fetch_add(count as u64 + 2, Ordering::Relaxed);
         self.market_subs.entry(market).or_default().push(i);

@@ -28,8 +28,10 @@
 //!   disconnected; no other session waits for it. The I/O thread never blocks on a socket.
 //! * Cancel-on-disconnect is never lost: if the node's ring is full it is retried on every
 //!   turn of the loop until taken, and [`Gateway::stop`] waits for it before returning.
-//! * Market-data subscribers get a snapshot cut by the engine at book_seq `S`, then every
-//!   change above `S`; changes at or below `S` are already in the snapshot and skipped.
+//! * Market-data subscribers get a snapshot cut by the engine after node command `E`
+//!   (`Node::query_at`), then the market data of every command after `E`; that of commands
+//!   up to `E` — book changes, trades, status changes — is already in the snapshot and
+//!   skipped.
 //!
 //! # Waiting and placement
 //!
@@ -59,7 +61,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use bourse_engine::{AccountId, MarketId, MarketStatus, Side};
+use bourse_engine::{AccountId, MarketId, Side};
 use bourse_node::{Node, NodeError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -401,10 +403,9 @@ impl Drop for Gateway {
 struct MdSub {
     market: MarketId,
     feed: crate::protocol::FeedKind,
-    /// Changes at or below this are in the snapshot the session got.
-    skip_upto: u64,
-    /// The status the session last saw.
-    status: MarketStatus,
+    /// The snapshot showed the engine after this node command: market data of commands up
+    /// to it is already in it and skipped (book changes, trades, status changes alike).
+    snapshot_node_seq: u64,
 }
 
 /// The side of a book.
