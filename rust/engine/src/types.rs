@@ -7,7 +7,8 @@
 //!   and must be a whole number of the market's ticks.
 //!
 //! Inside the book prices are held as ticks and quantities as lots, so that the quote
-//! value of a fill is the exact integer `ticks * lots * tick_value` (see [`crate::risk::tick_value`]).
+//! value of a fill is the exact integer `ticks * lots * tick_value` (see
+//! [`crate::risk::tick_value`]).
 
 use serde::{Deserialize, Serialize};
 

@@ -9,11 +9,12 @@
 //!                 replay workers (one thread per resuming session) read Node::stream_events
 //! ```
 //!
-//! One I/O thread owns every connection (readiness polling with `mio`), a node [`Client`](bourse_node::Client)
-//! whose commands are journaled under each session's API key id with the request's
-//! `client_ref` as reference, and a node [`Subscription`](bourse_node::Subscription) from which it routes every
-//! command's results: execution reports to the order-entry and drop-copy sessions of the
-//! accounts involved ([`render`]), book changes to market-data subscribers ([`md`]).
+//! One I/O thread owns every connection (readiness polling with `mio`), a node
+//! [`Client`](bourse_node::Client) whose commands are journaled under each session's API key
+//! id with the request's `client_ref` as reference, and a node
+//! [`Subscription`](bourse_node::Subscription) from which it routes every command's results:
+//! execution reports to the order-entry and drop-copy sessions of the accounts involved
+//! ([`render`]), book changes to market-data subscribers ([`md`]).
 //!
 //! # Invariants
 //!
