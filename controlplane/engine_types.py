@@ -579,6 +579,7 @@ class GatewayConfig(TypedDict, total=False):
     idle_poll_us: int
     core: int | None
     event_ring: int
+    embedded: bool
 
 
 class GatewayAddress(TypedDict):

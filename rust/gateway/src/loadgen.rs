@@ -1331,6 +1331,9 @@ pub struct GatewayBenchConfig {
     pub node_wait: Option<WaitStrategy>,
     /// The node's pipeline mode (`threads` or `single`).
     pub node_pipeline: Pipeline,
+    /// Run the gateway's I/O on the node's pipeline thread (`GatewayConfig::embedded`);
+    /// implies `node_pipeline = single`, and `gateway_core`/`gateway_spin_us` do not apply.
+    pub gateway_embedded: bool,
 }
 
 impl Default for GatewayBenchConfig {
@@ -1350,6 +1353,7 @@ impl Default for GatewayBenchConfig {
             node_cores: Cores::default(),
             node_wait: None,
             node_pipeline: Pipeline::default(),
+            gateway_embedded: false,
         }
     }
 }
@@ -1432,7 +1436,7 @@ pub fn bench_gateway(cfg: GatewayBenchConfig) -> Result<GatewayBenchReport, Stri
         event_window: 1 << 16,
         cores: cfg.node_cores,
         wait: cfg.node_wait.unwrap_or_default(),
-        pipeline: cfg.node_pipeline,
+        pipeline: if cfg.gateway_embedded { Pipeline::Single } else { cfg.node_pipeline },
         ..NodeConfig::default()
     };
     let node = Arc::new(Node::start(node_config).map_err(|e| e.to_string())?);
@@ -1477,6 +1481,7 @@ pub fn bench_gateway(cfg: GatewayBenchConfig) -> Result<GatewayBenchReport, Stri
         flood_burst: limit * 2,
         core: cfg.gateway_core,
         spin_us: cfg.gateway_spin_us.unwrap_or(GatewayConfig::default().spin_us),
+        embedded: cfg.gateway_embedded,
         ..GatewayConfig::default()
     };
     let gateway = Gateway::start(node.clone(), gateway_config).map_err(|e| e.to_string())?;

@@ -12,7 +12,7 @@ use bourse_gateway::protocol::NewOrder;
 use bourse_gateway::protocol::*;
 use bourse_gateway::server::{message_seq, Gateway, GatewayConfig};
 use bourse_gateway::session::SessionKinds;
-use bourse_node::{Durability, Node, NodeConfig, WaitStrategy};
+use bourse_node::{Durability, Node, NodeConfig, Pipeline, WaitStrategy};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -23,8 +23,19 @@ fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
 }
 
+thread_local! {
+    /// Run this test's gateway embedded in the node's pipeline thread (set by the `embedded`
+    /// module's wrappers; each test runs on its own thread).
+    static EMBEDDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn embedded() -> bool {
+    EMBEDDED.with(|e| e.get())
+}
+
 fn node_config(dir: &std::path::Path) -> NodeConfig {
     NodeConfig {
+        pipeline: if embedded() { Pipeline::Single } else { Pipeline::Threads },
         data_dir: dir.to_path_buf(),
         durability: Durability::Write,
         segment_bytes: 1 << 20,
@@ -40,7 +51,7 @@ fn node_config(dir: &std::path::Path) -> NodeConfig {
 }
 
 fn gateway_config() -> GatewayConfig {
-    GatewayConfig { listen: "127.0.0.1:0".into(), ..GatewayConfig::default() }
+    GatewayConfig { listen: "127.0.0.1:0".into(), embedded: embedded(), ..GatewayConfig::default() }
 }
 
 /// Accounts 1..=4, keys 11..=14 (secret "secret-<key>") trading for them.
@@ -1197,4 +1208,43 @@ fn stopping_the_gateway_leaves_the_node_to_its_owner() {
     let (_c, _) = Client::login(venue.addr(), 11, SessionKind::OrderEntry, false, 1).unwrap();
     venue.gateway.take().unwrap().stop().unwrap();
     assert_eq!(Arc::strong_count(venue.node()), 1, "replay workers were joined");
+}
+
+/// The same tests with the gateway embedded in the node's `single` pipeline thread.
+mod embedded {
+    macro_rules! embedded {
+        ($($name:ident),* $(,)?) => {
+            $( #[test] fn $name() { super::EMBEDDED.with(|e| e.set(true)); super::$name() } )*
+        };
+    }
+
+    embedded!(
+        two_sessions_trade_and_a_market_data_subscriber_rebuilds_the_engines_book,
+        cancel_on_disconnect_fires_on_a_lost_connection_but_not_on_logout,
+        reconnecting_with_a_sequence_number_replays_what_was_missed_also_across_a_restart,
+        a_position_compacted_out_of_the_log_is_refused_at_login,
+        a_gap_in_market_data_is_healed_by_a_retransmit,
+        levels_and_top_of_book_feeds_follow_the_book,
+        mass_cancel_by_side_and_the_drop_copy_sees_every_fill,
+        bad_logins_are_refused,
+        malformed_frames_end_only_that_session_and_floods_hit_the_throttle_not_the_engine,
+        a_delisting_cancels_every_order_on_the_wire_and_ends_the_feed,
+        a_logout_sends_everything_owed_before_end_of_session,
+        another_channels_references_never_reach_the_wire,
+        resume_positions_at_the_edges,
+        market_data_requests_are_bounded,
+        stopping_the_gateway_leaves_the_node_to_its_owner,
+    );
+}
+
+#[test]
+fn an_embedded_gateway_needs_the_single_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(Node::start(node_config(dir.path())).unwrap());
+    let config = GatewayConfig { embedded: true, ..gateway_config() };
+    assert!(matches!(
+        Gateway::start(node.clone(), config),
+        Err(bourse_gateway::server::GatewayError::Config(_))
+    ));
+    Arc::try_unwrap(node).ok().expect("sole owner").stop().unwrap();
 }

@@ -18,8 +18,8 @@ pub mod wait;
 pub use config::{Cores, NodeConfig, Pipeline};
 pub use journal::Durability;
 pub use node::{
-    Ack, Client, CommandEvents, Node, NodeError, NodeStats, Notify, Origin, SubmitError,
-    Subscription,
+    Ack, Client, CommandEvents, HookTurn, Node, NodeError, NodeStats, Notify, Origin, PipelineHook,
+    SubmitError, Subscription,
 };
 pub use recovery::RecoveryReport;
 pub use references::LastReferences;

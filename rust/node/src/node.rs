@@ -70,6 +70,26 @@
 //! the engine stage waits on it only for an asked-for snapshot, never on itself.
 //!
 //! Threads can be pinned to cores and idle with the configured [`crate::wait::WaitStrategy`].
+//!
+//! # Hooks (`single` pipeline only)
+//!
+//! [`Node::attach_hook`] hands the `single` pipeline thread a [`PipelineHook`] that it runs
+//! once per turn, after the sequencer, engine and publisher steps, with the engine and the
+//! last applied sequence number (everything up to it is published by then). It exists for
+//! the embedded binary gateway (`bourse_gateway::server`, `GatewayConfig::embedded`): its
+//! socket I/O runs on this thread, so a request goes socket → submission ring → journal →
+//! engine → event log → socket without a thread wake-up. A turn reads the sockets and
+//! submits; the next sequencer step commits what it submitted; the engine and publisher
+//! steps apply and publish it; the hook's next turn routes the results and writes them.
+//!
+//! Rules: a hook never blocks on the node (no [`Node::query`]: the thread that would answer
+//! is the one running it; it reads the engine it is handed instead). While a hook is
+//! attached the thread **never parks** — a parked thread would not see socket traffic — so
+//! an idle turn busy-spins under `busy_spin` and yields under `yield` and `spin_then_park`:
+//! an embedded gateway is meant for a pipeline thread with a core of its own
+//! (`cores.sequencer`). A hook returns [`HookTurn::Detach`] to be dropped. Detach hooks
+//! before stopping the node (the gateway's `stop` does): one still attached when the stages
+//! finish is dropped without a further turn.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -280,6 +300,29 @@ struct EventLog {
 /// A query job for the engine stage: the engine, and the last applied sequence number.
 type EngineQuery = Box<dyn FnOnce(&Engine, u64) + Send>;
 
+/// What one [`PipelineHook::turn`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookTurn {
+    /// Made progress: the pipeline thread turns again at once.
+    Worked,
+    /// Nothing to do this turn.
+    Idle,
+    /// Finished for good: the hook is dropped (on the pipeline thread) and never turned again.
+    Detach,
+}
+
+/// Work run **on the `single` pipeline thread**, once per turn, between the stages' steps
+/// (see [`Node::attach_hook`] and the module docs, "Hooks").
+pub trait PipelineHook: Send {
+    /// One round of the hook's work. `engine` is the engine as of `applied_seq` (every
+    /// command up to it applied, and — between turns — published). It must never block on
+    /// the node (no [`Node::query`], [`Node::snapshot_now`], waiting for an
+    /// acknowledgement or for events to be published): the thread that would answer is the
+    /// one running it. Submitting (which never blocks) and reading the event log with a zero
+    /// timeout are fine.
+    fn turn(&mut self, engine: &Engine, applied_seq: u64) -> HookTurn;
+}
+
 /// Engine-thread control messages (off the hot path).
 enum Control {
     /// Run a closure against the engine between commands, with the sequence number of the
@@ -371,6 +414,8 @@ pub struct Node {
     register_publisher: Mutex<Sender<PublisherRegistration>>,
     register_subscriber: Mutex<Sender<SubscriberRegistration>>,
     control: Mutex<Sender<Control>>,
+    /// Hooks for the `single` pipeline thread (`None` in `threads` mode).
+    hooks: Option<Mutex<Sender<Box<dyn PipelineHook>>>>,
     /// Where the final snapshot's outcome arrives, once [`Node::begin_stop`] asked for it.
     final_reply: Mutex<Option<Receiver<Result<u64, String>>>>,
     next_client: AtomicU64,
@@ -529,6 +574,7 @@ impl Node {
             entries: Vec::with_capacity(PUBLISH_BURST),
             rounds: 0,
         };
+        let mut hooks = None;
         match config.pipeline {
             Pipeline::Threads => {
                 let (s, cores) = (shared.clone(), config.cores);
@@ -570,8 +616,10 @@ impl Node {
             }
             Pipeline::Single => {
                 let s = shared.clone();
+                let (tx, hooks_rx) = mpsc::channel();
+                hooks = Some(Mutex::new(tx));
                 let spawned = spawn("bourse-pipeline", move || {
-                    run_single_thread(s, sequencer, engine, publisher)
+                    run_single_thread(s, sequencer, engine, publisher, hooks_rx)
                 });
                 let spawned = spawned.map_err(|e| abort(&mut threads, e))?;
                 threads.push(spawned);
@@ -589,6 +637,7 @@ impl Node {
             register_publisher: Mutex::new(register_publisher),
             register_subscriber: Mutex::new(register_subscriber),
             control: Mutex::new(control),
+            hooks,
             final_reply: Mutex::new(None),
             next_client: AtomicU64::new(0),
             threads,
@@ -779,6 +828,24 @@ impl Node {
             .map_err(|_| NodeError::Stopped)?;
         self.shared.engine_doorbell.notify();
         rx.recv().map_err(|_| NodeError::Stopped)
+    }
+
+    /// Run `hook` on the pipeline thread, once per turn, until it returns
+    /// [`HookTurn::Detach`]. Only with `pipeline = single` ([`NodeError::Config`] otherwise);
+    /// see the module docs, "Hooks": while a hook is attached the thread never parks (it
+    /// busy-spins under `busy_spin`, yields otherwise), so it wants a core of its own.
+    /// Detach every hook before stopping the node: one still attached when the stages
+    /// finish is dropped without another turn.
+    pub fn attach_hook(&self, hook: Box<dyn PipelineHook>) -> Result<(), NodeError> {
+        let Some(hooks) = &self.hooks else {
+            return Err(NodeError::Config("a pipeline hook needs pipeline = single".to_string()));
+        };
+        if self.shared.stop.load(Ordering::Acquire) {
+            return Err(NodeError::Stopped);
+        }
+        hooks.lock().expect("hook lock").send(hook).map_err(|_| NodeError::Stopped)?;
+        self.shared.sequencer_doorbell.notify();
+        Ok(())
     }
 
     /// Take a snapshot now; returns its sequence number once it is written.
@@ -1644,6 +1711,7 @@ fn run_single_thread(
     mut sequencer: SequencerStage,
     mut engine: EngineStage,
     mut publisher: PublisherStage,
+    hook_registrations: Receiver<Box<dyn PipelineHook>>,
 ) {
     let _guard = StopOnPanic {
         shared: &shared,
@@ -1654,6 +1722,8 @@ fn run_single_thread(
     }
     let mut idle = Idle::new(shared.config.wait, &shared.sequencer_doorbell);
     let (mut sequencing, mut applying, mut publishing) = (true, true, true);
+    let mut hooks: Vec<Box<dyn PipelineHook>> = Vec::new();
+    let busy_spin = shared.config.wait == crate::wait::WaitStrategy::BusySpin;
     while publishing {
         let mut worked =
             step_in_turn(&shared, &mut sequencer, &mut sequencing, &shared.sequencer_done);
@@ -1666,12 +1736,38 @@ fn run_single_thread(
             }
             worked = true;
         }
+        // Hooks (an embedded gateway): after the stages, so that what a hook submitted in
+        // its last turn is committed, applied and published by the time it turns again.
+        while let Ok(hook) = hook_registrations.try_recv() {
+            hooks.push(hook);
+        }
+        if !hooks.is_empty() {
+            let (e, applied) = (&engine.engine, engine.applied);
+            hooks.retain_mut(|hook| match hook.turn(e, applied) {
+                HookTurn::Worked => {
+                    worked = true;
+                    true
+                }
+                HookTurn::Idle => true,
+                HookTurn::Detach => {
+                    worked = true;
+                    false
+                }
+            });
+        }
         if worked {
             idle.reset();
-        } else {
+        } else if hooks.is_empty() {
             idle.wait();
+        } else if busy_spin {
+            // A hook polls sockets: a parked thread would not see them.
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
         }
     }
+    // Hooks still attached (the node was stopped first) are dropped here, without a turn.
+    drop(hooks);
 }
 
 /// Make sure the journal is on disk through `seq` before a snapshot at `seq` is: otherwise a

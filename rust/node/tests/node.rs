@@ -544,6 +544,81 @@ fn a_query_says_which_command_its_state_follows(p: Pipeline) {
     node.stop().unwrap();
 }
 
+#[test]
+fn a_pipeline_hook_is_refused_outside_the_single_pipeline() {
+    struct Never;
+    impl bourse_node::PipelineHook for Never {
+        fn turn(&mut self, _: &Engine, _: u64) -> bourse_node::HookTurn {
+            unreachable!("never attached")
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(config(dir.path(), Pipeline::Threads)).unwrap();
+    assert!(matches!(node.attach_hook(Box::new(Never)), Err(bourse_node::NodeError::Config(_))));
+    node.stop().unwrap();
+}
+
+#[test]
+fn a_pipeline_hook_turns_with_the_engine_until_it_detaches() {
+    use std::sync::mpsc;
+    /// Submits the setup from its turns (on the pipeline thread), reports the markets it sees
+    /// and the applied seq, and detaches once all of it is applied.
+    struct Hook {
+        client: bourse_node::Client,
+        todo: Vec<Command>,
+        seen: mpsc::Sender<(usize, u64)>,
+        dropped: mpsc::Sender<()>,
+        total: u64,
+    }
+    impl bourse_node::PipelineHook for Hook {
+        fn turn(&mut self, engine: &Engine, applied: u64) -> bourse_node::HookTurn {
+            assert_eq!(std::thread::current().name(), Some("bourse-pipeline"));
+            let _ = self.seen.send((engine.markets().len(), applied));
+            if let Some(c) = self.todo.pop() {
+                self.client.submit(c, 0).unwrap();
+                return bourse_node::HookTurn::Worked;
+            }
+            if applied == self.total {
+                bourse_node::HookTurn::Detach
+            } else {
+                bourse_node::HookTurn::Idle
+            }
+        }
+    }
+    impl Drop for Hook {
+        fn drop(&mut self) {
+            let _ = self.dropped.send(());
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Pipeline::Single);
+    cfg.wait = WaitStrategy::Yield;
+    let node = Node::start(cfg).unwrap();
+    let (seen_tx, seen) = mpsc::channel();
+    let (dropped_tx, dropped) = mpsc::channel();
+    let mut todo = setup();
+    todo.reverse();
+    let total = todo.len() as u64;
+    let hook = Hook {
+        client: node.client_without_acks(0).unwrap(),
+        todo,
+        seen: seen_tx,
+        dropped: dropped_tx,
+        total,
+    };
+    node.attach_hook(Box::new(hook)).unwrap();
+    dropped.recv_timeout(T).expect("the hook detached and was dropped");
+    let seen: Vec<(usize, u64)> = seen.try_iter().collect();
+    assert_eq!(seen.first(), Some(&(0, 0)));
+    assert_eq!(seen.last(), Some(&(1, total)));
+    // Each command submitted in one turn is applied by the next: the hook sees every seq.
+    for w in seen.windows(2) {
+        assert!(w[1].1 >= w[0].1 && w[1].1 <= w[0].1 + 1, "{w:?}");
+    }
+    assert_eq!(node.stats().applied_seq, total);
+    node.stop().unwrap();
+}
+
 macro_rules! in_both_pipelines {
     ($($name:ident),* $(,)?) => {
         mod threads {

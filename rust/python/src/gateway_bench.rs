@@ -81,6 +81,7 @@ fn bench_gateway<'py>(
             .transpose()
             .map_err(|e| Error::Argument(e.to_string()))?,
         node_pipeline: node_pipeline.parse().map_err(Error::Argument)?,
+        gateway_embedded: false,
     };
     let report = py.detach(|| run(config)).map_err(Error::Tool)?;
     Ok(pythonize(py, &report)?)

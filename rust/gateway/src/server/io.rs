@@ -8,7 +8,9 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bourse_engine::{AccountId, Command, LevelView, MarketId, OrderRef, Side};
+use bourse_engine::{
+    AccountId, Command, Engine, LevelView, MarketId, MarketStatus, OrderRef, Side,
+};
 use bourse_node::{Client, CommandEvents, Node, SubmitError, Subscription, WaitStrategy};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -187,6 +189,14 @@ pub(super) struct Io {
     pending_cod: Vec<(u64, AccountId)>,
     next_session_id: u64,
     stopping: bool,
+    /// When `stop` gives up on cancel-on-disconnect still waiting for room.
+    stop_deadline: Option<Instant>,
+    /// Turns run on the node's pipeline thread (`GatewayConfig::embedded`).
+    embedded: bool,
+    /// The poller's event buffer (taken during a turn).
+    events: Option<Events>,
+    last_activity: Instant,
+    last_tick: Instant,
 }
 
 /// The order fields a session-level reject names, from the command.
@@ -257,6 +267,7 @@ impl Io {
         // the node builds no acknowledgements for this client.
         let client = node.client_without_acks(0)?;
         let session_config = config.session_config();
+        let config_embedded = config.embedded;
         let io = Io {
             poll,
             listener,
@@ -287,17 +298,23 @@ impl Io {
             pending_cod: Vec::new(),
             next_session_id: now_ns(),
             stopping: false,
+            stop_deadline: None,
+            embedded: config_embedded,
+            events: Some(Events::with_capacity(1024)),
+            last_activity: Instant::now(),
+            last_tick: Instant::now(),
         };
         Ok((io, waker, local_addr))
     }
 
+    /// The I/O thread's loop (the gateway in its own thread): turns, sleeping in
+    /// `epoll_wait` or yielding between idle ones as configured.
     pub(super) fn run(mut self) {
         let node_config = self.node.config();
         let core = self.config.core.or(node_config.cores.gateway);
         if let Err(e) = bourse_node::affinity::pin_current_thread(core) {
             eprintln!("bourse-gateway: cannot pin the I/O thread: {e}");
         }
-        let mut events = Events::with_capacity(1024);
         let spin = Duration::from_micros(self.config.spin_us);
         let (sleep, yield_when_idle) = match (self.config.idle_poll_us, node_config.wait) {
             (0, WaitStrategy::BusySpin) => (None, false),
@@ -307,11 +324,13 @@ impl Io {
             (0, WaitStrategy::SpinThenPark { .. }) => (Some(TICK), false),
             (us, _) => (Some(Duration::from_micros(us).min(TICK)), false),
         };
-        let mut last_activity = Instant::now();
-        let mut last_tick = last_activity;
         loop {
             let timeout = match sleep {
-                Some(sleep) if last_activity.elapsed() >= spin && self.pending_cod.is_empty() => {
+                Some(sleep)
+                    if !self.stopping
+                        && self.last_activity.elapsed() >= spin
+                        && self.pending_cod.is_empty() =>
+                {
                     // Announce the sleep, then look once more: an entry published between
                     // the last look and the announcement would otherwise not wake us.
                     self.sleeping.store(true, Ordering::SeqCst);
@@ -325,57 +344,85 @@ impl Io {
                 }
                 _ => Duration::ZERO,
             };
-            let polled = self.poll.poll(&mut events, Some(timeout));
-            self.sleeping.store(false, Ordering::SeqCst);
-            if let Err(e) = polled {
-                if e.kind() != ErrorKind::Interrupted {
-                    eprintln!("bourse-gateway: poll failed: {e}; stopping");
-                    break;
-                }
+            match self.turn(None, timeout) {
+                Turn::Stopped => return,
+                Turn::Active => {}
+                // Stopping: cancel-on-disconnect waits for room in the node's ring.
+                Turn::Idle if self.stopping => std::thread::sleep(Duration::from_micros(100)),
+                Turn::Idle if yield_when_idle => std::thread::yield_now(),
+                Turn::Idle => {}
             }
-            self.now = now_ns();
-            // Cancel-on-disconnect first, before new requests take the ring's free slots.
-            self.retry_cancel_on_disconnect();
-            let mut active = !events.is_empty();
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.accept(),
-                    WAKER => {}
-                    Token(i) => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(i);
-                        }
-                        if event.is_writable() {
-                            self.queue_flush(i);
-                        }
+        }
+    }
+
+    /// One turn of the loop: poll the sockets (waiting up to `timeout`), read, decode and
+    /// submit; route what the node published; pump replays; tick; flush. `engine` is given
+    /// when the turn runs on the node's pipeline thread (the embedded gateway): subscription
+    /// snapshots are then cut from it directly, since a query to the engine would wait for
+    /// this very thread.
+    pub(super) fn turn(&mut self, engine: EngineAt<'_>, timeout: Duration) -> Turn {
+        if self.stopping {
+            return self.continue_shutdown();
+        }
+        let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(1024));
+        let polled = self.poll.poll(&mut events, Some(timeout));
+        self.sleeping.store(false, Ordering::SeqCst);
+        if let Err(e) = polled {
+            if e.kind() != ErrorKind::Interrupted {
+                eprintln!("bourse-gateway: poll failed: {e}; stopping");
+                return Turn::Stopped;
+            }
+        }
+        self.now = now_ns();
+        // Cancel-on-disconnect first, before new requests take the ring's free slots.
+        self.retry_cancel_on_disconnect();
+        let mut active = !events.is_empty();
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => self.accept(),
+                WAKER => {}
+                Token(i) => {
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        self.read(i, engine);
+                    }
+                    if event.is_writable() {
+                        self.queue_flush(i);
                     }
                 }
             }
-            while let Ok(c) = self.control.try_recv() {
-                match c {
-                    Control::Revoke(key_id) => self.end_sessions_of(Some(key_id)),
-                    Control::Stop => self.stopping = true,
-                }
-            }
-            if self.stopping {
-                self.shutdown();
-                return;
-            }
-            self.retry_cancel_on_disconnect();
-            active |= self.route();
-            active |= self.pump_replays();
-            let instant = Instant::now();
-            if instant.duration_since(last_tick) >= TICK {
-                last_tick = instant;
-                self.tick();
-            }
-            self.flush_all();
-            if active {
-                last_activity = instant;
-            } else if yield_when_idle {
-                std::thread::yield_now();
+        }
+        self.events = Some(events);
+        while let Ok(c) = self.control.try_recv() {
+            match c {
+                Control::Revoke(key_id) => self.end_sessions_of(Some(key_id)),
+                Control::Stop => self.stopping = true,
             }
         }
+        if self.stopping {
+            self.begin_shutdown();
+            return self.continue_shutdown();
+        }
+        self.retry_cancel_on_disconnect();
+        active |= self.route();
+        active |= self.pump_replays();
+        let instant = Instant::now();
+        if instant.duration_since(self.last_tick) >= TICK {
+            self.last_tick = instant;
+            self.tick();
+        }
+        self.flush_all();
+        if active {
+            self.last_activity = instant;
+            Turn::Active
+        } else {
+            Turn::Idle
+        }
+    }
+
+    /// The replay workers not joined yet (the embedded gateway hands them to
+    /// `Gateway::stop` to join, off the pipeline thread).
+    pub(super) fn take_replay_workers(&mut self) -> Vec<std::thread::JoinHandle<()>> {
+        std::mem::take(&mut self.replay_workers)
     }
 
     // ---- Connections ---------------------------------------------------------------------
@@ -457,7 +504,7 @@ impl Io {
     }
 
     /// Read everything available (the poller is edge-triggered) and handle each message.
-    fn read(&mut self, i: usize) {
+    fn read(&mut self, i: usize, engine: EngineAt<'_>) {
         loop {
             let Some(conn) = self.conn(i) else { return };
             if conn.closing.is_some() {
@@ -473,7 +520,7 @@ impl Io {
                 Ok(0) => return self.lost(i),
                 Ok(n) => {
                     conn.decoder.commit(n);
-                    self.drain_frames(i);
+                    self.drain_frames(i, engine);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -482,7 +529,7 @@ impl Io {
         }
     }
 
-    fn drain_frames(&mut self, i: usize) {
+    fn drain_frames(&mut self, i: usize, engine: EngineAt<'_>) {
         loop {
             let Some(conn) = self.conn(i) else { return };
             if conn.closing.is_some() {
@@ -511,13 +558,13 @@ impl Io {
             };
             self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
             match decoded {
-                Ok(m) => self.on_message(i, m),
+                Ok(m) => self.on_message(i, m, engine),
                 Err(error) => return self.protocol_failure(i, error),
             }
         }
     }
 
-    fn on_message(&mut self, i: usize, msg: Message) {
+    fn on_message(&mut self, i: usize, msg: Message, engine: EngineAt<'_>) {
         let now = self.now;
         let mut actions = std::mem::take(&mut self.actions);
         actions.clear();
@@ -545,7 +592,7 @@ impl Io {
         if let Message::Login(_) = msg {
             self.after_login(i, was_logged_in);
         }
-        self.run_actions(i, &actions, now);
+        self.run_actions(i, &actions, now, engine);
         self.actions = actions;
     }
 
@@ -567,7 +614,7 @@ impl Io {
         }
     }
 
-    fn run_actions(&mut self, i: usize, actions: &[Action], now: u64) {
+    fn run_actions(&mut self, i: usize, actions: &[Action], now: u64, engine: EngineAt<'_>) {
         for action in actions {
             match *action {
                 Action::Send(
@@ -584,7 +631,7 @@ impl Io {
                     self.submit(i, command, client_ref, key_id, now)
                 }
                 Action::Replay { from_seq } => self.start_replay(i, from_seq),
-                Action::Subscribe(s) => self.subscribe(i, s),
+                Action::Subscribe(s) => self.subscribe(i, s, engine),
                 Action::Unsubscribe(u) => self.unsubscribe(i, u.market),
                 Action::Retransmit(r) => self.retransmit(i, r),
                 Action::CancelOnDisconnect { account } => {
@@ -789,7 +836,7 @@ impl Io {
             conn.closing =
                 Some(if immediately { Instant::now() } else { Instant::now() + CLOSE_GRACE });
         }
-        self.run_actions(i, &actions, now);
+        self.run_actions(i, &actions, now, None);
         self.actions = actions;
         self.queue_flush(i);
     }
@@ -913,7 +960,7 @@ impl Io {
                 if actions.iter().any(|a| matches!(a, Action::Disconnect(_))) {
                     self.counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
                 }
-                self.run_actions(i, &actions, now);
+                self.run_actions(i, &actions, now, None);
             }
         }
         self.actions = actions;
@@ -1112,7 +1159,7 @@ impl Io {
 
     // ---- Market data requests -----------------------------------------------------------
 
-    fn subscribe(&mut self, i: usize, s: MdSubscribe) {
+    fn subscribe(&mut self, i: usize, s: MdSubscribe, engine: EngineAt<'_>) {
         let reject =
             |reason| Message::MdSubscribeRejected(MdSubscribeRejected { market: s.market, reason });
         let max = self.config.max_subscriptions;
@@ -1143,38 +1190,12 @@ impl Io {
             return self.send(i, &reject(reason));
         }
         let (market, feed) = (s.market, s.feed);
-        let snapshot = self.node.query_at(move |e, _| {
-            let view = e.market(market)?;
-            let entries = match feed {
-                FeedKind::OrderByOrder => Snapshot::Orders(
-                    sides()
-                        .into_iter()
-                        .flat_map(|side| {
-                            e.book_orders(market, side)
-                                .into_iter()
-                                .map(move |o| (o.order_id, side, o.price, o.leaves_quantity))
-                        })
-                        .collect(),
-                ),
-                FeedKind::Levels | FeedKind::TopOfBook => {
-                    let max = match feed {
-                        FeedKind::TopOfBook => 1,
-                        _ => usize::MAX,
-                    };
-                    Snapshot::Levels(
-                        sides()
-                            .into_iter()
-                            .flat_map(|side| {
-                                e.depth(market, side, max)
-                                    .into_iter()
-                                    .map(move |l| (side, l.price, l.quantity, l.orders))
-                            })
-                            .collect(),
-                    )
-                }
-            };
-            Some((view.book_seq, view.status, entries))
-        });
+        let snapshot = match engine {
+            Some((e, applied)) => Ok((cut_snapshot(e, market, feed), applied)),
+            // On the pipeline thread a query would wait for that very thread.
+            None if self.embedded => Err(()),
+            None => self.node.query_at(move |e, _| cut_snapshot(e, market, feed)).map_err(drop),
+        };
         let Ok((Some((book_seq, status, entries)), snapshot_node_seq)) = snapshot else {
             return self.send(i, &reject(SubscribeRejectReason::UnknownMarket));
         };
@@ -1278,14 +1299,22 @@ impl Io {
 
     // ---- Shutdown ------------------------------------------------------------------------
 
-    fn shutdown(&mut self) {
+    /// `Stop`: end every session (cancel-on-disconnect fires), then
+    /// [`Io::continue_shutdown`] on this and later turns.
+    fn begin_shutdown(&mut self) {
         self.end_sessions_of(None);
-        // Cancel-on-disconnect must be in the node's ring before the node is stopped (the
-        // node applies everything submitted before it stops).
-        let deadline = Instant::now() + STOP_GRACE;
-        while !self.pending_cod.is_empty() && Instant::now() < deadline {
-            self.retry_cancel_on_disconnect();
-            std::thread::sleep(Duration::from_micros(100));
+        self.stop_deadline = Some(Instant::now() + STOP_GRACE);
+    }
+
+    /// Cancel-on-disconnect must be in the node's ring before the node is stopped (the node
+    /// applies everything submitted before it stops): retried on every turn — on the
+    /// pipeline thread the sequencer takes them between turns, so this never waits there —
+    /// until all are taken or the grace period is over; then close everything.
+    fn continue_shutdown(&mut self) -> Turn {
+        self.retry_cancel_on_disconnect();
+        let deadline = *self.stop_deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
+        if !self.pending_cod.is_empty() && Instant::now() < deadline {
+            return Turn::Idle;
         }
         if !self.pending_cod.is_empty() {
             eprintln!(
@@ -1299,11 +1328,67 @@ impl Io {
             self.close(i);
         }
         // Closing dropped their channels; each worker ends at its next batch or send. Join
-        // them, so that the node has no other owner once `Gateway::stop` returns.
-        for worker in self.replay_workers.drain(..) {
-            let _ = worker.join();
+        // them, so that the node has no other owner once `Gateway::stop` returns (the
+        // embedded gateway leaves that to `Gateway::stop`, off the pipeline thread).
+        if !self.embedded {
+            for worker in self.replay_workers.drain(..) {
+                let _ = worker.join();
+            }
         }
+        Turn::Stopped
     }
+}
+
+/// The engine as of a node sequence number, when the gateway runs on the pipeline thread.
+pub(super) type EngineAt<'a> = Option<(&'a Engine, u64)>;
+
+/// What one [`Io::turn`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Turn {
+    /// Made progress.
+    Active,
+    /// Nothing to do (or, stopping, waiting for room for cancel-on-disconnect).
+    Idle,
+    /// Shut down: every connection is closed; never turn again.
+    Stopped,
+}
+
+/// Cut a market-data subscription snapshot of `market` from the engine.
+fn cut_snapshot(
+    e: &Engine,
+    market: MarketId,
+    feed: FeedKind,
+) -> Option<(u64, MarketStatus, Snapshot)> {
+    let view = e.market(market)?;
+    let entries = match feed {
+        FeedKind::OrderByOrder => Snapshot::Orders(
+            sides()
+                .into_iter()
+                .flat_map(|side| {
+                    e.book_orders(market, side)
+                        .into_iter()
+                        .map(move |o| (o.order_id, side, o.price, o.leaves_quantity))
+                })
+                .collect(),
+        ),
+        FeedKind::Levels | FeedKind::TopOfBook => {
+            let max = match feed {
+                FeedKind::TopOfBook => 1,
+                _ => usize::MAX,
+            };
+            Snapshot::Levels(
+                sides()
+                    .into_iter()
+                    .flat_map(|side| {
+                        e.depth(market, side, max)
+                            .into_iter()
+                            .map(move |l| (side, l.price, l.quantity, l.orders))
+                    })
+                    .collect(),
+            )
+        }
+    };
+    Some((view.book_seq, view.status, entries))
 }
 
 /// A subscription snapshot as the engine cut it.
