@@ -725,13 +725,6 @@ fn ns_since(t0: Instant) -> u64 {
     t0.elapsed().as_nanos() as u64
 }
 
-fn push_frame(out: &mut Vec<u8>, m: &Message) {
-    let start = out.len();
-    out.resize(start + m.frame_len(), 0);
-    // The buffer was sized to the frame, so encoding cannot fail.
-    let _ = m.encode(&mut out[start..]);
-}
-
 /// Read from a blocking stream until a frame decodes; the decoder keeps what follows.
 fn read_message(stream: &mut TcpStream, decoder: &mut FrameDecoder) -> Result<Message, String> {
     loop {
@@ -779,7 +772,7 @@ fn login(
     signature.copy_from_slice(&mac.finalize().into_bytes());
     login.signature = Signature(signature);
     let mut buf = Vec::new();
-    push_frame(&mut buf, &Message::Login(login));
+    Message::Login(login).append_to(&mut buf);
     stream.write_all(&buf).map_err(|e| format!("sending Login: {e}"))?;
     match read_message(&mut stream, &mut decoder)? {
         Message::LoginAccepted(_) => Ok((stream, decoder)),
@@ -791,7 +784,7 @@ fn login(
 fn logout(mut stream: TcpStream, deadline: Instant) {
     let _ = stream.set_nonblocking(false);
     let mut buf = Vec::new();
-    push_frame(&mut buf, &Message::Logout(Logout {}));
+    Message::Logout(Logout {}).append_to(&mut buf);
     if stream.write_all(&buf).is_err() {
         return;
     }
@@ -892,7 +885,7 @@ fn run_sender(mut plan: SenderPlan) -> Result<SenderResult, String> {
                     let mut book = lock(&s.shared.book);
                     plan_request(&mut book, &mut s.rng, &plan.cfg, next, &mut mix)
                 };
-                push_frame(&mut s.out, &msg);
+                msg.append_to(&mut s.out);
                 plan.outstanding.fetch_add(1, Ordering::Relaxed);
                 dirty[k] = true;
                 sent += 1;
@@ -929,7 +922,7 @@ fn run_sender(mut plan: SenderPlan) -> Result<SenderResult, String> {
             for (k, s) in plan.sessions.iter_mut().enumerate() {
                 if now.saturating_sub(s.last_write_ns) >= heartbeat_ns {
                     let hb = Heartbeat { timestamp_ns: wall_ns() };
-                    push_frame(&mut s.out, &Message::Heartbeat(hb));
+                    Message::Heartbeat(hb).append_to(&mut s.out);
                     dirty[k] = true;
                     s.last_write_ns = now;
                 }

@@ -946,10 +946,7 @@ fn malformed_frames_end_only_that_session_and_floods_hit_the_throttle_not_the_en
     let mut flooder = Client::order_entry(addr, 12);
     let mut burst = Vec::new();
     for i in 0..2_500 {
-        let m = Message::Heartbeat(Heartbeat { timestamp_ns: i });
-        let at = burst.len();
-        burst.resize(at + m.frame_len(), 0);
-        m.encode(&mut burst[at..]).unwrap();
+        Message::Heartbeat(Heartbeat { timestamp_ns: i }).append_to(&mut burst);
     }
     flooder.send_raw(&burst);
     let e = flooder.recv(T);
@@ -1095,9 +1092,7 @@ fn a_logout_sends_everything_owed_before_end_of_session() {
     });
     let mut bytes = Vec::new();
     for m in [order, Message::Logout(Logout {})] {
-        let at = bytes.len();
-        bytes.resize(at + m.frame_len(), 0);
-        m.encode(&mut bytes[at..]).unwrap();
+        m.append_to(&mut bytes);
     }
     c.send_raw(&bytes);
     let got = c.recv_until(|m| matches!(m, Message::EndOfSession(_)));
@@ -1187,9 +1182,7 @@ fn market_data_requests_are_bounded() {
     });
     let mut burst = Vec::new();
     for _ in 0..1500 {
-        let at = burst.len();
-        burst.resize(at + request.frame_len(), 0);
-        request.encode(&mut burst[at..]).unwrap();
+        request.append_to(&mut burst);
     }
     hog.send_raw(&burst);
     let deadline = Instant::now() + T;

@@ -199,6 +199,14 @@ macro_rules! messages {
                 }
             }
 
+            /// Append the whole frame to `out` (growing it by [`Message::frame_len`]).
+            pub fn append_to(&self, out: &mut Vec<u8>) {
+                let start = out.len();
+                out.resize(start + self.frame_len(), 0);
+                // Sized to the frame above, so encoding cannot fail.
+                let _ = self.encode(&mut out[start..]);
+            }
+
             /// The template id.
             pub fn template_id(&self) -> u16 {
                 match self {

@@ -25,6 +25,9 @@ fn seeds() -> impl Strategy<Value = Vec<u64>> {
 fn frame_of(m: &Message) -> Vec<u8> {
     let mut buf = [0u8; MAX_FRAME_LEN + 2];
     let n = m.encode(&mut buf).expect("fits");
+    let mut appended = vec![0xAA];
+    m.append_to(&mut appended);
+    assert_eq!(&appended[1..], &buf[..n], "append_to writes exactly the encoded frame");
     buf[..n].to_vec()
 }
 

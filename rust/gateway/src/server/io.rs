@@ -46,13 +46,6 @@ pub(super) fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
-/// Append one encoded frame to `out`.
-pub fn push_frame(out: &mut Vec<u8>, m: &Message) {
-    let start = out.len();
-    out.resize(start + m.frame_len(), 0);
-    m.encode(&mut out[start..]).expect("the buffer was sized to the frame");
-}
-
 /// The key store a login consults: the key table plus the router's position.
 struct LoginStore<'a> {
     keys: KeysView<'a>,
@@ -484,7 +477,7 @@ impl Io {
                         draining: None,
                         queued_for_flush: false,
                     };
-                    push_frame(&mut conn.out, &Message::Challenge(challenge));
+                    Message::Challenge(challenge).append_to(&mut conn.out);
                     self.conns[i] = Some(conn);
                     self.counters.active.fetch_add(1, Ordering::Relaxed);
                     self.queue_flush(i);
@@ -683,7 +676,7 @@ impl Io {
         if let Some(r) = conn.replay.take() {
             conn.out.extend_from_slice(&r.pending);
         }
-        push_frame(&mut conn.out, &end);
+        end.append_to(&mut conn.out);
         conn.closing = Some(Instant::now() + CLOSE_GRACE);
         self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
         self.detach(i);
@@ -773,7 +766,7 @@ impl Io {
     fn send(&mut self, i: usize, m: &Message) {
         let now = self.now;
         let Some(conn) = self.conn(i) else { return };
-        push_frame(&mut conn.out, m);
+        m.append_to(&mut conn.out);
         conn.session.on_sent(now);
         self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
         self.enforce_outbound_limit(i);
@@ -789,8 +782,8 @@ impl Io {
             return;
         }
         match conn.replay.as_mut() {
-            Some(r) => push_frame(&mut r.pending, m),
-            None => push_frame(&mut conn.out, m),
+            Some(r) => m.append_to(&mut r.pending),
+            None => m.append_to(&mut conn.out),
         }
         let over = conn.pending_bytes() > limit;
         self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
@@ -813,7 +806,7 @@ impl Io {
             if let Some(r) = conn.replay.as_mut() {
                 r.pending = Vec::new();
             }
-            push_frame(&mut conn.out, &Message::ProtocolError(error));
+            Message::ProtocolError(error).append_to(&mut conn.out);
         }
         self.end_session(i, false);
     }
@@ -1205,22 +1198,22 @@ impl Io {
         };
         let mut frames = Vec::new();
         let start = MdSnapshotStart { market, book_seq, feed, status, entries: count as u32 };
-        push_frame(&mut frames, &Message::MdSnapshotStart(start));
+        Message::MdSnapshotStart(start).append_to(&mut frames);
         match &entries {
             Snapshot::Orders(v) => {
                 for &(order_id, side, price, quantity) in v {
                     let m = MdSnapshotOrder { market, order_id, side, price, quantity };
-                    push_frame(&mut frames, &Message::MdSnapshotOrder(m));
+                    Message::MdSnapshotOrder(m).append_to(&mut frames);
                 }
             }
             Snapshot::Levels(v) => {
                 for &(side, price, quantity, orders) in v {
                     let m = MdSnapshotLevel { market, side, price, quantity, orders };
-                    push_frame(&mut frames, &Message::MdSnapshotLevel(m));
+                    Message::MdSnapshotLevel(m).append_to(&mut frames);
                 }
             }
         }
-        push_frame(&mut frames, &Message::MdSnapshotEnd(MdSnapshotEnd { market, book_seq }));
+        Message::MdSnapshotEnd(MdSnapshotEnd { market, book_seq }).append_to(&mut frames);
         let now = self.now;
         let Some(conn) = self.conn(i) else { return };
         conn.out.extend_from_slice(&frames);
@@ -1273,7 +1266,7 @@ impl Io {
                         FeedKind::Levels => c.level_message(),
                         _ => c.order_message(),
                     };
-                    push_frame(&mut frames, &m);
+                    m.append_to(&mut frames);
                     count += 1;
                 }
             }

@@ -17,7 +17,6 @@ use std::thread::JoinHandle;
 use bourse_engine::AccountId;
 use bourse_node::Node;
 
-use super::io::push_frame;
 use super::render::account_messages;
 use crate::protocol::Message;
 
@@ -111,7 +110,7 @@ fn run(
             |a| a == job.account,
             |_, m| {
                 if message_seq(&m) >= job.from_seq {
-                    push_frame(&mut chunk, &m);
+                    m.append_to(&mut chunk);
                 }
             },
         );
