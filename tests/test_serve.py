@@ -15,7 +15,8 @@ import uvloop
 
 from controlplane import read_journal, replay_journal
 from controlplane.config import ServerConfig, load_config
-from controlplane.serve import DEMO_USER, DEPOSITS, KEYS_FILE, USDT, Server, start
+from controlplane.demo import DEMO_USER, DEPOSITS, KEYS_FILE, USDT
+from controlplane.serve import Server, start
 
 
 def config(data_dir: Path) -> ServerConfig:
@@ -94,7 +95,7 @@ def test_serve_public_api_demo_market_maker_and_restart(tmp_path: Path) -> None:
                     "BTC",
                     "USDT",
                 )
-                assert btc["orderTypes"] == ["LIMIT", "MARKET"]
+                assert btc["orderTypes"] == ["LIMIT", "LIMIT_MAKER", "MARKET"]
                 assert btc["baseAssetPrecision"] == btc["quoteAssetPrecision"] == 8
                 filters = {f["filterType"]: f for f in btc["filters"]}
                 assert filters["PRICE_FILTER"]["tickSize"] == "0.01000000"

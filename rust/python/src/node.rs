@@ -318,7 +318,7 @@ impl PyNode {
     }
 
     /// Up to `max` commands' events from `from_seq` on, in order, as
-    /// `{"seq", "timestamp_ns", "events"}`; waits up to `timeout` seconds for the first if
+    /// `{"seq", "timestamp_ns", "origin", "command", "events"}`; waits up to `timeout` seconds for the first if
     /// none is published yet. Raises `EventsGone` if they were compacted away.
     #[pyo3(signature = (from_seq, max = 1000, timeout = 0.0))]
     fn events<'py>(
@@ -336,6 +336,7 @@ impl PyNode {
             .map(|c| {
                 let d = entry_to_py(py, c.seq, c.timestamp_ns, &c.events)?;
                 d.set_item("origin", pythonize(py, &c.origin)?)?;
+                d.set_item("command", pythonize(py, &c.command)?)?;
                 Ok(d)
             })
             .collect::<Result<Vec<_>>>()?;

@@ -1,0 +1,56 @@
+"""The HTTP API (Binance Spot API v3 shape) as one aiohttp application.
+
+:class:`Exchange` is what every part of the API shares: the node, the database, the listing,
+the command bridge and the event feed. Each API module has ``setup(app, exchange)``, which
+adds its routes, creates its service (kept under its own ``web.AppKey``), subscribes its
+consumers to the feed and registers its start/stop work; :func:`make_app` runs them in the
+order of :data:`MODULES` (a module may use the services of the modules before it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from controlplane import Node
+from controlplane.api.errors import error_middleware
+from controlplane.bridge import EngineBridge, EventFeed
+from controlplane.config import ServerConfig
+from controlplane.db import Database
+from controlplane.listing import Listing
+
+MAX_BODY_BYTES = 64 * 1024
+"""Larger request bodies are refused (413, ``-1101``) before a handler reads them."""
+
+
+@dataclass
+class Exchange:
+    """The running exchange, as the API modules see it."""
+
+    config: ServerConfig
+    node: Node
+    db: Database
+    listing: Listing
+    bridge: EngineBridge
+    feed: EventFeed
+
+
+EXCHANGE = web.AppKey("exchange", Exchange)
+
+Setup = Callable[[web.Application, Exchange], None]
+
+
+def _modules() -> list[Setup]:
+    from controlplane.api import public
+
+    return [public.setup]
+
+
+def make_app(exchange: Exchange) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    app[EXCHANGE] = exchange
+    for setup in _modules():
+        setup(app, exchange)
+    return app
