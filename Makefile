@@ -26,7 +26,7 @@ RUST_SOURCES := Cargo.toml $(shell find rust -name '*.rs' -o -name Cargo.toml 2>
 
 help: ## Show this help
 	@echo "Usage: make <target>"
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 venv: $(VENV)/.installed ## Create .venv with the pinned Python dev tools
 
@@ -42,7 +42,7 @@ $(VENV)/.built: $(VENV)/.installed $(RUST_SOURCES) pyproject.toml
 	$(BIN)/maturin develop --release
 	touch $@
 
-test: build ## Run the Rust tests and the Python tests
+test: build ops-tools ## Run the Rust tests and the Python tests
 	cargo test --workspace --exclude bourse-python
 	$(BIN)/pytest -q tests
 
@@ -66,6 +66,16 @@ bench: build ## Run the engine benchmarks (both workloads) and the criterion ben
 
 run: build ## Start the exchange (`bourse serve`, bourse.toml) with the demo market; Ctrl-C stops
 	$(BIN)/bourse serve
+
+loadtest: build ## Locust, headless, against `make run` (started if not running); reports/ (LOADTEST_USERS, LOADTEST_DURATION)
+	$(BIN)/python loadtests/run.py
+
+ops-tools: ## Install Prometheus and headless Chromium from Debian if missing (ops/install.sh)
+	ops/install.sh
+
+.PHONY: ops ops-tools loadtest
+ops: ops-tools ## Prometheus (installed if missing) with the Bourse consoles next to `make run`, :9090
+	ops/run-prometheus.sh $(or $(OPS_TARGET),127.0.0.1:$${BOURSE_HTTP_PORT:-8080}) $(or $(OPS_LISTEN),127.0.0.1:9090)
 
 demo-bench: build ## The engine demo: a benchmark and a replay of a day of NASDAQ order flow
 	$(BIN)/bourse bench engine --workload exchange-core

@@ -24,6 +24,7 @@ from controlplane.engine_types import (
 )
 
 __all__ = [
+    "MESSAGE_VERSION",
     "CommandError",
     "Engine",
     "EngineError",
@@ -31,6 +32,7 @@ __all__ = [
     "InvariantViolation",
     "Node",
     "NodeBusy",
+    "NodeClient",
     "NodeError",
     "NodeStopped",
     "RecoveryError",
@@ -44,6 +46,10 @@ __all__ = [
     "replay_journal",
     "replay_lobster",
 ]
+
+MESSAGE_VERSION: int
+"""The version of the msgpack message shapes (``controlplane.messages.VERSION``), first in
+every envelope the node sends."""
 
 class EngineError(Exception):
     """Base class of every error raised by the engine bindings."""
@@ -135,6 +141,15 @@ class Node:
     def events(self, from_seq: int, max: int = 1000, timeout: float = 0.0) -> list[EventLogEntry]:
         """Up to ``max`` commands' events from ``from_seq`` on, in order; waits up to
         ``timeout`` seconds for the first. EventsGone if they were compacted away."""
+    def events_packed(self, from_seq: int, max: int = 1000, timeout: float = 0.0) -> bytes:
+        """The entries of :meth:`events` as msgpack with field names in the versioned envelope
+        ``[MESSAGE_VERSION, [{seq, timestamp_ns, origin, command, events}, ...]]`` (decode
+        with ``controlplane.bridge.decode_entries``); GIL released while waiting."""
+    def open_client(self) -> NodeClient:
+        """A new pipelined submission client with its own rings (see :class:`NodeClient`)."""
+    def last_reference(self, source: int) -> int:
+        """The highest ``Origin.reference`` applied for ``source`` (0 if none; source 0 is
+        never tracked). Commands still in flight are not counted."""
     def stats(self) -> NodeStats:
         """The node's counters."""
     def state_hash(self) -> str:
@@ -173,6 +188,29 @@ class Node:
         traceback: TracebackType | None = None,
     ) -> bool:
         """Stop the node (see stop)."""
+
+@final
+class NodeClient:
+    """A pipelined submission client of a node (``Node.open_client()``): commands go in as
+    msgpack maps (``controlplane.bridge.encode_command``), acknowledgements come back in
+    batches. One thread sends, one thread waits for acknowledgements; at most the node's
+    ``ring_capacity`` commands are in flight."""
+
+    def send(self, packed_command: bytes, source: int = 0, reference: int = 0) -> int:
+        """Hand in one command, journaled with ``Origin(source, reference)``; its correlation
+        number (1, 2, … per client). Never blocks: NodeBusy if the ring is full, CommandError
+        for bytes that are not one command (nothing submitted), NodeStopped if the node or
+        the client stopped."""
+    def wait_acks(self, max: int = 1024, timeout: float = 1.0) -> bytes:
+        """Wait (GIL released) up to ``timeout`` seconds for acknowledgements; up to ``max``
+        as msgpack ``[MESSAGE_VERSION, [[correlation, {seq, timestamp_ns, events}], ...]]``
+        (an empty list on timeout). NodeStopped once the node stopped with nothing left to
+        return, or the client was closed."""
+    def in_flight(self) -> int:
+        """Commands sent whose acknowledgement ``wait_acks`` has not returned yet."""
+    def close(self) -> None:
+        """Close: later calls, and a ``wait_acks`` in progress, raise NodeStopped. Commands in
+        flight are still applied. Idempotent."""
 
 def replay_journal(config: NodeConfig) -> ReplayReport:
     """Replay a node's data directory (newest valid snapshot + journal) into a fresh engine in

@@ -1,22 +1,37 @@
-"""The control plane's two connections to the node: commands in, the event stream out.
+"""The control plane's two connections to the node: commands in, the event stream out, both
+as msgpack (:mod:`controlplane.messages` Structs) in versioned envelopes.
 
-:class:`EngineBridge` submits commands (:mod:`controlplane.messages` Structs) and resolves
-each with its :class:`~controlplane.messages.Ack`; the asyncio loop never blocks on the node.
+:class:`EngineBridge` submits commands and resolves each with its
+:class:`~controlplane.messages.Ack`, pipelined: commands are encoded with one
+``msgspec.msgpack.Encoder`` (the Structs carry their ``type`` tag) and handed to the node's
+ring from the loop thread by a non-blocking ``NodeClient.send`` (the client's own rings, not
+shared with anything else); one receiver thread per bridge waits for acknowledgements
+(``NodeClient.wait_acks``, GIL released), decodes each batch and resolves its futures on the
+loop with one ``call_soon_threadsafe``. So many commands are in flight at once and share the
+journal's group commits, and the asyncio loop never waits on the node. A full ring is
+back-pressure: :meth:`EngineBridge.submit` retries with short sleeps until its timeout, then
+raises ``NodeBusy``; nothing is dropped.
 
-:class:`EventFeed` reads the node's event stream in sequence order on its own thread and
-hands each batch of :class:`~controlplane.messages.Entry` to its consumers on the loop
-thread, in order, every entry exactly once. Consumers are synchronous callables (a
-projection writes its SQLite rows, a stream hub queues frames) and must not block. The
-feed never holds up the engine: the node keeps a window of events and re-derives older
-ones from the journal; a slow control plane only falls behind (see :attr:`EventFeed.lag`).
-At most :data:`MAX_BATCHES_IN_FLIGHT` batches wait for the loop, so a stalled loop bounds
-the feed's memory.
+:class:`EventFeed` reads the node's event stream (``Node.events_packed``) in sequence order on
+its own thread and hands each batch of :class:`~controlplane.messages.Entry` to its consumers
+on the loop thread, in order, every entry exactly once. Consumers are synchronous callables
+(a projection writes its SQLite rows, a stream hub queues frames) and must not block. The
+feed never holds up the engine: the node keeps a window of events and re-derives older ones
+from the journal; a slow control plane only falls behind (see :attr:`EventFeed.lag`). At
+most :data:`MAX_BATCHES_IN_FLIGHT` batches wait for the loop, so a stalled loop bounds the
+feed's memory.
+
+Every envelope is ``[version, payload]``; a version other than
+:data:`controlplane.messages.VERSION` raises :class:`MessageVersionError` (the bridge refuses
+to start against a node of another version, and a feed that meets one stops).
+
+Cost: a submit is one encode, one ring push and one future, O(command size); the receiver
+decodes each acknowledgement once, O(events).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -24,8 +39,9 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from controlplane import Node, NodeStopped
-from controlplane.messages import Ack, Command, Entry, to_wire
+from controlplane import EngineError, Node, NodeBusy, NodeError, NodeStopped
+from controlplane._engine import MESSAGE_VERSION
+from controlplane.messages import VERSION, Ack, Command, Entry
 
 log = logging.getLogger("bourse.bridge")
 
@@ -36,39 +52,224 @@ MAX_BATCHES_IN_FLIGHT = 4
 BATCH = 1000
 POLL_SECONDS = 0.05
 """How long the feed thread waits for new events per call (bounds how long stop takes)."""
+MAX_ACKS = 4096
+"""The most acknowledgements the receiver takes per wake-up."""
+RECEIVE_SECONDS = 1.0
+"""How long one ``wait_acks`` call waits (close and node stop wake it sooner)."""
+BUSY_RETRY_SECONDS = 0.0005
+"""How long a submission waits before retrying when the node's ring is full."""
+
+
+class MessageVersionError(EngineError):
+    """An envelope from the node carries another message version than
+    :data:`controlplane.messages.VERSION`."""
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_ENVELOPE = msgspec.msgpack.Decoder(tuple[int, msgspec.Raw])
+_ENTRIES = msgspec.msgpack.Decoder(list[Entry])
+_ACKS = msgspec.msgpack.Decoder(list[tuple[int, Ack]])
+
+
+def _check_version(version: int) -> None:
+    if version != VERSION:
+        raise MessageVersionError(
+            f"the node speaks message version {version}; this control plane speaks {VERSION}"
+        )
+
+
+def _payload(packed: bytes) -> msgspec.Raw:
+    version, payload = _ENVELOPE.decode(packed)
+    _check_version(version)
+    return payload
+
+
+def encode_command(command: Command) -> bytes:
+    """A command as the msgpack map ``NodeClient.send`` takes."""
+    return _ENCODER.encode(command)
+
+
+def decode_entries(packed: bytes) -> list[Entry]:
+    """The entries of an ``events_packed`` envelope. MessageVersionError for another
+    version, msgspec.ValidationError / DecodeError for anything else that does not fit."""
+    return _ENTRIES.decode(_payload(packed))
+
+
+def decode_acks(packed: bytes) -> list[tuple[int, Ack]]:
+    """The ``(correlation, Ack)`` pairs of a ``wait_acks`` envelope (errors as
+    :func:`decode_entries`)."""
+    return _ACKS.decode(_payload(packed))
 
 
 class EngineBridge:
-    """Submits commands to the node from the asyncio loop (on a small thread pool, so that
-    several commands are in flight at once)."""
+    """Submits commands to the node from one asyncio loop, pipelined (see the module docs).
+    Bound to the loop of its first submission; :meth:`close` may be called from any thread."""
 
-    def __init__(self, node: Node, *, threads: int = 4) -> None:
+    def __init__(self, node: Node) -> None:
+        _check_version(MESSAGE_VERSION)
         self.node = node
-        self._pool = concurrent.futures.ThreadPoolExecutor(threads, "bourse-submit")
+        self._client = node.open_client()
+        self._waiting: dict[int, tuple[asyncio.Future[Ack], asyncio.TimerHandle]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._receiver: threading.Thread | None = None
+        self._closed = False
+        self.failure: BaseException | None = None
+        """Why the receiver stopped (the node stopped, the bridge closed, a bad envelope)."""
+        self._backlog = asyncio.Lock()
+        self._backlogged = 0
+        """Submissions waiting for room in the ring (queued on ``_backlog``)."""
+        self.busy_retries = 0
+        """How many times a submission found the ring full and waited to retry."""
 
-    async def submit(self, command: Command, *, timeout: float = 10.0) -> Ack:
+    async def submit(
+        self, command: Command, *, timeout: float = 10.0, source: int = 0, reference: int = 0
+    ) -> Ack:
         """Submit one command; its acknowledgement (journaled under the node's policy and
-        applied). Raises NodeBusy / NodeStopped from the node."""
-        wire = to_wire(command)
-        loop = asyncio.get_running_loop()
-        raw = await loop.run_in_executor(
-            self._pool,
-            lambda: self.node.submit(wire, timeout=timeout),  # type: ignore[arg-type]
-        )
-        return msgspec.convert(raw, Ack)
+        applied). ``source`` / ``reference`` are journaled as its origin (a named source's
+        highest reference is ``Node.last_reference``: idempotent retries). Raises NodeBusy if
+        the ring stays full for ``timeout`` seconds, NodeError if no acknowledgement came
+        within ``timeout`` of sending (the command may still be applied), CommandError if the
+        node cannot decode it, NodeStopped if the node or the bridge stopped."""
+        future = await self._send(encode_command(command), source, reference, timeout)
+        return await future
 
-    async def submit_many(self, commands: Sequence[Command]) -> list[Ack]:
-        """Submit commands in order (pipelined); their acknowledgements in order."""
-        wires = [to_wire(c) for c in commands]
-        loop = asyncio.get_running_loop()
-        raws = await loop.run_in_executor(
-            self._pool,
-            lambda: self.node.submit_many(wires),  # type: ignore[arg-type]
-        )
-        return msgspec.convert(raws, list[Ack])
+    async def submit_many(self, commands: Sequence[Command], *, timeout: float = 30.0) -> list[Ack]:
+        """Submit commands in order (pipelined); their acknowledgements in order. ``timeout``
+        bounds each wait for room in the ring and each acknowledgement."""
+        packed = [encode_command(c) for c in commands]
+        futures = [await self._send(p, 0, 0, timeout) for p in packed]
+        return [await f for f in futures]
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the receiver; submissions still waiting raise NodeStopped. Idempotent, and
+        callable from any thread (commands already sent are still applied by the node)."""
+        self._closed = True
+        self._client.close()
+        receiver = self._receiver
+        if receiver is not None and receiver is not threading.current_thread():
+            receiver.join()
+
+    @property
+    def in_flight(self) -> int:
+        """Commands sent whose acknowledgement the receiver has not taken yet."""
+        return self._client.in_flight()
+
+    async def _send(
+        self, packed: bytes, source: int, reference: int, timeout: float
+    ) -> asyncio.Future[Ack]:
+        """Hand one packed command to the node and return the future its acknowledgement
+        resolves. While the ring is full, submissions queue (first come, first sent) and the
+        head retries every :data:`BUSY_RETRY_SECONDS`; so commands are sequenced in the order
+        ``submit`` was called, back-pressure or not."""
+        loop = self._bind()
+        if self._backlogged == 0:
+            with contextlib.suppress(NodeBusy):
+                return self._send_now(loop, packed, source, reference, timeout)
+        deadline = loop.time() + timeout
+        self._backlogged += 1
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._backlog.acquire()
+        except BaseException as err:  # timed out, or the submitter was cancelled
+            self._backlogged -= 1
+            if isinstance(err, TimeoutError):
+                raise NodeBusy(
+                    f"node busy: the submission ring stayed full for {timeout:.3f} s"
+                ) from None
+            raise
+        try:
+            while True:
+                try:
+                    return self._send_now(loop, packed, source, reference, timeout)
+                except NodeBusy:
+                    if loop.time() >= deadline:
+                        raise
+                    self.busy_retries += 1
+                await asyncio.sleep(BUSY_RETRY_SECONDS)
+        finally:
+            self._backlogged -= 1
+            self._backlog.release()
+
+    def _send_now(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        packed: bytes,
+        source: int,
+        reference: int,
+        timeout: float,
+    ) -> asyncio.Future[Ack]:
+        if self.failure is not None:
+            raise NodeStopped(f"the bridge stopped: {self.failure}") from self.failure
+        correlation = self._client.send(packed, source, reference)
+        # Registered before the loop runs anything else, so before its ack can resolve.
+        future: asyncio.Future[Ack] = loop.create_future()
+        timer = loop.call_later(timeout, self._expire, correlation, timeout)
+        self._waiting[correlation] = (future, timer)
+        return future
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            if self._closed:
+                raise NodeStopped("the bridge is closed")
+            self._loop = loop
+            self._receiver = threading.Thread(
+                target=self._receive, args=(loop,), name="bourse-acks", daemon=True
+            )
+            self._receiver.start()
+        elif self._loop is not loop:
+            raise RuntimeError("an EngineBridge serves the one event loop it started on")
+        return loop
+
+    def _receive(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The receiver thread: acknowledgements, decoded here, resolved on the loop."""
+        while True:
+            try:
+                acks = decode_acks(self._client.wait_acks(MAX_ACKS, RECEIVE_SECONDS))
+            except Exception as err:
+                failure = NodeStopped("the bridge is closed") if self._closed else err
+                if not isinstance(failure, NodeStopped):
+                    log.error("command bridge stopped: %r", failure)
+                with contextlib.suppress(RuntimeError):  # the loop closed
+                    loop.call_soon_threadsafe(self._fail, failure)
+                return
+            if acks:
+                try:
+                    loop.call_soon_threadsafe(self._resolve, acks)
+                except RuntimeError:  # the loop closed: nobody is waiting any more
+                    return
+
+    def _resolve(self, acks: list[tuple[int, Ack]]) -> None:
+        for correlation, ack in acks:
+            waiting = self._waiting.pop(correlation, None)
+            if waiting is None:  # timed out
+                continue
+            future, timer = waiting
+            timer.cancel()
+            if not future.done():  # not cancelled
+                future.set_result(ack)
+
+    def _expire(self, correlation: int, timeout: float) -> None:
+        waiting = self._waiting.pop(correlation, None)
+        if waiting is not None and not waiting[0].done():
+            waiting[0].set_exception(
+                NodeError(
+                    f"no acknowledgement within {timeout:.3f} s; the command may still be applied"
+                )
+            )
+
+    def _fail(self, err: BaseException) -> None:
+        if self.failure is None:
+            self.failure = err
+        waiting, self._waiting = self._waiting, {}
+        for future, timer in waiting.values():
+            timer.cancel()
+            if not future.done():
+                stopped = NodeStopped(
+                    f"the command bridge stopped before the acknowledgement came: {err}; the "
+                    "command may or may not be applied"
+                )
+                future.set_exception(stopped)
 
 
 class EventFeed:
@@ -135,7 +336,8 @@ class EventFeed:
         future = asyncio.get_running_loop().create_future()
         self._waiters.append((seq, future))
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(future)
         finally:
             with contextlib.suppress(ValueError):
                 self._waiters.remove((seq, future))
@@ -146,19 +348,19 @@ class EventFeed:
         assert loop is not None
         while not self._stopping.is_set():
             try:
-                raw = self.node.events(seq, BATCH, POLL_SECONDS)
+                packed = self.node.events_packed(seq, BATCH, POLL_SECONDS)
             except NodeStopped:
                 return
             except Exception as err:  # EventsGone and the like: nothing more to read
                 loop.call_soon_threadsafe(self._fail, err)
                 return
-            if not raw:
-                continue
             try:
-                batch = msgspec.convert(raw, list[Entry])
-            except msgspec.ValidationError as err:
+                batch = decode_entries(packed)
+            except (MessageVersionError, msgspec.ValidationError, msgspec.DecodeError) as err:
                 loop.call_soon_threadsafe(self._fail, err)
                 return
+            if not batch:
+                continue
             seq = batch[-1].seq + 1
             while not self._slots.acquire(timeout=POLL_SECONDS):
                 if self._stopping.is_set():

@@ -7,6 +7,7 @@
                          [--warmup S] [--seed S] [--max-resting N] [--client-threads N]
                          [--gateway-core N] [--node-core N] [--node-wait STRATEGY]
                          [--node-pipeline threads|single]
+    bourse bench bridge [--orders N] [--concurrency C] [--policy fsync|write|none]
     bourse replay lobster ZIP [ZIP ...] [--max-messages N]
     bourse node run --data-dir D [--config FILE.json|.toml] [--durability fsync|write|none]
                     [--snapshot-every N] [--segment-bytes N] [--keep-snapshots N]
@@ -17,6 +18,7 @@
     bourse node replay --data-dir D [--config FILE] [--order-capacity N] [--levels-per-side N]
     bourse serve [--config bourse.toml] [--data-dir D] [--http-host H] [--http-port P]
                  [--gateway-listen HOST:PORT] [--durability fsync|write|none] [--no-demo]
+    bourse admin [--url URL] [--token T] [--data-dir D] [--json] COMMAND   (controlplane.admin_cli)
 
 Every command is a pair: a handler ``(args) -> exit status`` and an ``add_*`` function that
 registers its parser and sets the handler. Groups (``bench``, ``replay``) hold their commands
@@ -51,11 +53,13 @@ from controlplane import (
     bench_engine,
     bench_pipeline,
     bench_replay,
+    bridge_bench,
     encode_command,
     replay_journal,
     replay_lobster,
 )
 from controlplane._engine import bench_gateway
+from controlplane.admin_cli import add_admin
 
 Handler: TypeAlias = Callable[[argparse.Namespace], int]
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -226,11 +230,31 @@ def add_bench_gateway(subparsers: SubParsers) -> None:
     p.set_defaults(handler=_bench_gateway)
 
 
+def _bench_bridge(args: argparse.Namespace) -> int:
+    report = bridge_bench.run(args.orders, args.concurrency, args.policy)
+    _emit(json.dumps(report, separators=(",", ":")))
+    return 0
+
+
+def add_bench_bridge(subparsers: SubParsers) -> None:
+    help = (
+        "Benchmark the control plane's command bridge: a node in process, N limit orders "
+        "submitted by C concurrent asyncio tasks through EngineBridge.submit; prints one JSON "
+        "line (orders/s, p50/p99 µs per submit)."
+    )
+    p = subparsers.add_parser("bridge", help=help, description=help)
+    p.add_argument("--orders", type=_positive_int, default=20_000, help="orders to submit")
+    p.add_argument("--concurrency", type=_positive_int, default=64, help="concurrent submitters")
+    p.add_argument("--policy", choices=POLICIES, default="fsync", help="durability policy")
+    p.set_defaults(handler=_bench_bridge)
+
+
 BENCH_COMMANDS: tuple[Registrar, ...] = (
     add_bench_engine,
     add_bench_pipeline,
     add_bench_replay,
     add_bench_gateway,
+    add_bench_bridge,
 )
 
 
@@ -533,7 +557,7 @@ def add_serve(subparsers: SubParsers) -> None:
 
 # --- entry point ----------------------------------------------------------------------------
 
-COMMANDS: tuple[Registrar, ...] = (add_bench, add_replay, add_node, add_serve)
+COMMANDS: tuple[Registrar, ...] = (add_bench, add_replay, add_node, add_serve, add_admin)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ Precedence, lowest first: the defaults below, the TOML file (``--config PATH``, 
 ``./bourse.toml`` if it exists), the environment, the command-line flags. Every table and
 key is typed and unknown ones are rejected, with the path of the offending value.
 
-The file has five tables, all optional::
+The file has seven tables, all optional::
 
     [server]   data_dir = "data/bourse"
     [http]     host = "127.0.0.1"   port = 8080
@@ -13,11 +13,18 @@ The file has five tables, all optional::
                keep_snapshots, ring_capacity, wait, cores, pipeline, order_capacity,
                levels_per_side, event_window   (the node's config; see NodeConfig)
     [demo]     enabled = true   quote_interval_ms = 500
+    [limits]   request_weight_per_minute = 6000   orders_per_10s = 100
+               orders_per_day = 200000   (Binance's REQUEST_WEIGHT and ORDERS limits)
+    [funding]  approvals_required = 2   address_cooldown_s = 0
+               approval_threshold = {BTC = "1", ..., "*" = "1000"}
+               daily_withdrawal_limits = {"0" = {BTC = "0.1", ..., "*" = "0"}, "1" = ..., "2" = ...}
+               (withdrawals: controlplane.funding)
 
 Environment overrides are ``BOURSE_<SECTION>_<KEY>`` in upper case for every key of those
 tables, e.g. ``BOURSE_SERVER_DATA_DIR``, ``BOURSE_HTTP_HOST``, ``BOURSE_HTTP_PORT``,
 ``BOURSE_GATEWAY_LISTEN``, ``BOURSE_NODE_DURABILITY``, ``BOURSE_NODE_SNAPSHOT_EVERY_SECS``,
-``BOURSE_DEMO_ENABLED``, ``BOURSE_DEMO_QUOTE_INTERVAL_MS``. A value is read as the key's
+``BOURSE_DEMO_ENABLED``, ``BOURSE_DEMO_QUOTE_INTERVAL_MS``,
+``BOURSE_LIMITS_REQUEST_WEIGHT_PER_MINUTE``. A value is read as the key's
 type (``8080``, ``true``/``false``); the table-valued ``node`` keys ``wait`` and ``cores``
 take JSON (``BOURSE_NODE_CORES='{"engine": 2}'``) or, for ``wait``, a plain name. A
 variable with one of these section prefixes and an unknown key is an error (a typo must not
@@ -30,7 +37,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 
@@ -91,12 +98,70 @@ class DemoSection(_Section):
     requests: below 50 ms it runs into the gateway's default throttle of 1000/s)."""
 
 
+class LimitsSection(_Section):
+    """The HTTP API's rate limits (``controlplane.api.auth``), listed in exchangeInfo's
+    ``rateLimits``."""
+
+    request_weight_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 6000
+    """REQUEST_WEIGHT per IP address per minute (Binance's default 6000)."""
+    orders_per_10s: Annotated[int, msgspec.Meta(ge=1)] = 100
+    """ORDERS per API key per 10 seconds."""
+    orders_per_day: Annotated[int, msgspec.Meta(ge=1)] = 200_000
+    """ORDERS per API key per day (UTC)."""
+
+
+DECIMAL_TEXT = r"^\d{1,20}(\.\d{0,18})?$"
+VERIFICATION_TIERS = ("0", "1", "2")
+AmountTable = dict[str, Annotated[str, msgspec.Meta(pattern=DECIMAL_TEXT)]]
+"""Amounts per asset name as decimal strings in whole units; ``"*"``: any other asset."""
+
+
+def _default_thresholds() -> AmountTable:
+    return {"BTC": "1", "ETH": "20", "USDT": "20000", "*": "1000"}
+
+
+def _default_daily_limits() -> dict[str, AmountTable]:
+    return {
+        "0": {"BTC": "0.1", "ETH": "2", "USDT": "2000", "*": "0"},
+        "1": {"BTC": "10", "ETH": "200", "USDT": "200000", "*": "1000"},
+        "2": {"BTC": "100", "ETH": "2000", "USDT": "2000000", "*": "100000"},
+    }
+
+
+class FundingSection(_Section):
+    """Withdrawal rules (``controlplane.funding``). Amounts are per asset, in whole units of
+    that asset, as decimal strings; the ``"*"`` entry applies to every asset not named (no
+    entry at all: 0)."""
+
+    approvals_required: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2
+    """Distinct operators who must approve a withdrawal above the threshold (N of M)."""
+    approval_threshold: AmountTable = msgspec.field(default_factory=_default_thresholds)
+    """A withdrawal of more than this needs approval; at most this is sent at once."""
+    daily_withdrawal_limits: dict[str, AmountTable] = msgspec.field(
+        default_factory=_default_daily_limits
+    )
+    """Per verification tier ("0", "1", "2"): the most a user may withdraw of an asset in any
+    24 hours (rejected withdrawals do not count)."""
+    address_cooldown_s: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """How long a newly whitelisted withdrawal address waits before it can be used."""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.daily_withdrawal_limits) - set(VERIFICATION_TIERS)
+        if unknown:
+            raise ValueError(
+                f"daily_withdrawal_limits: unknown tier(s) {sorted(unknown)}; tiers are "
+                f"{', '.join(VERIFICATION_TIERS)}"
+            )
+
+
 class ServerConfig(_Section):
     server: ServerSection = msgspec.field(default_factory=ServerSection)
     http: HttpSection = msgspec.field(default_factory=HttpSection)
     gateway: GatewaySection = msgspec.field(default_factory=GatewaySection)
     node: NodeSection = msgspec.field(default_factory=NodeSection)
     demo: DemoSection = msgspec.field(default_factory=DemoSection)
+    limits: LimitsSection = msgspec.field(default_factory=LimitsSection)
+    funding: FundingSection = msgspec.field(default_factory=FundingSection)
 
     def node_config(self) -> NodeConfig:
         """The dict for ``Node(...)``: ``data_dir`` plus every node key that is set."""
@@ -113,6 +178,8 @@ SECTIONS: dict[str, type[_Section]] = {
     "gateway": GatewaySection,
     "node": NodeSection,
     "demo": DemoSection,
+    "limits": LimitsSection,
+    "funding": FundingSection,
 }
 
 

@@ -3,8 +3,16 @@
 On a fresh data directory (``demo.enabled``): :func:`ensure_demo_listing` lists
 :data:`ASSETS` and :data:`MARKETS` in the engine and records their names, creates the demo
 accounts and funds them; ``<data_dir>/demo-keys.json`` (mode 0600) gets their gateway API
-keys. :class:`DemoMarketMaker` then quotes both markets over the real binary gateway and
-crosses the spread now and then with a taker account, so trades happen.
+keys and the demo user's login: username ``demo``, a random password and a REST API key
+(HMAC, read + trade, for the demo user's account, also a gateway key: one key, two doors),
+created as a real user by :func:`ensure_demo_user`. That file is the demo's deliberate
+plaintext stand-in for a credentials handover (the server itself keeps only the password's
+argon2 hash and the secret encrypted); it is not for a real deployment. The same file
+holds the demo operator's password and token (``demo-operator``, role admin, for the
+operator API ``/admin/v1`` and ``bourse admin``), created by :func:`ensure_demo_operator`.
+
+:class:`DemoMarketMaker` then quotes both markets over the real binary gateway and crosses
+the spread now and then with a taker account, so trades happen.
 
 Units of the demo listing: every asset has 8 decimals (atoms = 1e-8); both markets quote in
 USDT with 2 price decimals and tick 1 (0.01 USDT); lots are 0.00001 BTC and 0.0001 ETH;
@@ -20,13 +28,16 @@ import logging
 import os
 import random
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from controlplane import Command, Node
+from controlplane.accounts import Accounts, random_key_string
 from controlplane.gateway.client import GatewayError, GatewaySession, connect
 from controlplane.gateway.codec import OrderRejected, OrderType, Side, TimeInForce
 from controlplane.listing import Asset, Listing, Market
+from controlplane.operators import Operators, new_token
 
 log = logging.getLogger("bourse.demo")
 
@@ -153,6 +164,7 @@ def load_or_create_keys(data_dir: Path) -> tuple[dict[str, DemoKey], bool]:
         keys = {
             name: DemoKey(name, int(k["account"]), int(k["key_id"]), bytes.fromhex(k["secret"]))
             for name, k in raw.items()
+            if name not in (DEMO_LOGIN, DEMO_OPERATOR)
         }
         return keys, False
     keys = {
@@ -163,7 +175,12 @@ def load_or_create_keys(data_dir: Path) -> tuple[dict[str, DemoKey], bool]:
         k.name: {"account": k.account, "key_id": k.key_id, "secret": k.secret.hex()}
         for k in keys.values()
     }
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _write_keys_file(path, data)
+    return keys, True
+
+
+def _write_keys_file(path: Path, data: Mapping[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -171,7 +188,118 @@ def load_or_create_keys(data_dir: Path) -> tuple[dict[str, DemoKey], bool]:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    return keys, True
+
+
+# --- the demo user (REST login and API key) -------------------------------------------------
+
+DEMO_USERNAME = "demo"
+DEMO_LOGIN = "demo_login"
+"""The entry of ``demo-keys.json`` with the demo user's credentials."""
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    """The demo user's credentials: password for the session endpoints, an HMAC API key for
+    the signed REST endpoints and the binary gateway (``key_id``)."""
+
+    username: str
+    password: str
+    api_key: str
+    secret: str
+    account: int
+
+
+def load_or_create_demo_login(data_dir: Path) -> tuple[DemoLogin, bool]:
+    """The demo user's credentials from ``demo-keys.json``, generated and added to it (mode
+    0600) if missing; and whether they were generated now. Written before the user exists,
+    so a crash in between leaves credentials that :func:`ensure_demo_user` completes."""
+    path = data_dir / KEYS_FILE
+    raw: dict[str, object] = json.loads(path.read_text()) if path.exists() else {}
+    entry = raw.get(DEMO_LOGIN)
+    if isinstance(entry, dict):
+        return DemoLogin(
+            str(entry["username"]),
+            str(entry["password"]),
+            str(entry["api_key"]),
+            str(entry["secret"]),
+            int(entry["account"]),
+        ), False
+    login = DemoLogin(
+        DEMO_USERNAME,
+        secrets.token_urlsafe(18),
+        random_key_string(),
+        random_key_string(),
+        DEMO_USER,
+    )
+    raw[DEMO_LOGIN] = {
+        "username": login.username,
+        "password": login.password,
+        "api_key": login.api_key,
+        "secret": login.secret,
+        "account": login.account,
+    }
+    _write_keys_file(path, raw)
+    return login, True
+
+
+async def ensure_demo_user(accounts: Accounts, login: DemoLogin) -> int:
+    """Create the demo user (on the demo user's existing engine account) and its REST API
+    key (read + trade) unless they exist; the key's id."""
+    user = accounts.user_by_name(login.username)
+    if user is None:
+        user = await accounts.register(login.username, login.password, adopt_account=login.account)
+    found = accounts.credentials(login.api_key)
+    if found is not None:
+        return found.key.id
+    created = await accounts.create_api_key(
+        user,
+        label="demo",
+        permissions=["read", "trade"],
+        api_key=login.api_key,
+        secret=login.secret,
+    )
+    return created.key.id
+
+
+# --- the demo operator ----------------------------------------------------------------------
+
+DEMO_OPERATOR_NAME = "demo-operator"
+DEMO_OPERATOR = "demo_operator"
+"""The entry of ``demo-keys.json`` with the demo operator's credentials."""
+
+
+@dataclass(frozen=True)
+class DemoOperator:
+    """The demo operator's credentials (``/admin/v1``, ``bourse admin``)."""
+
+    name: str
+    password: str
+    token: str
+
+
+def load_or_create_demo_operator(data_dir: Path) -> tuple[DemoOperator, bool]:
+    """The demo operator's credentials from ``demo-keys.json``, generated and added to it
+    (mode 0600) if missing; and whether they were generated now (written before the operator
+    exists, as :func:`load_or_create_demo_login`)."""
+    path = data_dir / KEYS_FILE
+    raw: dict[str, object] = json.loads(path.read_text()) if path.exists() else {}
+    entry = raw.get(DEMO_OPERATOR)
+    if isinstance(entry, dict):
+        return DemoOperator(str(entry["name"]), str(entry["password"]), str(entry["token"])), False
+    operator = DemoOperator(DEMO_OPERATOR_NAME, secrets.token_urlsafe(18), new_token())
+    raw[DEMO_OPERATOR] = {
+        "name": operator.name,
+        "password": operator.password,
+        "token": operator.token,
+    }
+    _write_keys_file(path, raw)
+    return operator, True
+
+
+def ensure_demo_operator(operators: Operators, operator: DemoOperator) -> None:
+    """Create the demo operator (role admin, with its token) unless it exists."""
+    if operators.by_name(operator.name) is None:
+        operators.add(operator.name, operator.password, "admin", token=operator.token)
 
 
 # --- demo market maker ----------------------------------------------------------------------
@@ -205,6 +333,8 @@ class DemoMarketMaker:
         self.mids = {m.id: QUOTING[m.id].mid for m in markets}
         self.rounds = 0
         self.crosses = 0
+        self.stopping = False
+        """Set by :meth:`stop`: the loop ends after its round (cancellation is the other way)."""
         self.quotes: dict[int, list[int]] = {}
 
     async def _session(self, key: DemoKey) -> GatewaySession:
@@ -217,7 +347,7 @@ class DemoMarketMaker:
         taker = await self._session(self.taker)
         try:
             await maker.mass_cancel().wait()  # quotes left over from an earlier run
-            while True:
+            while not self.stopping:
                 for m in self.markets:
                     await self._requote(maker, m)
                 if self.rounds % self.cross_every == self.cross_every - 1:
@@ -227,11 +357,17 @@ class DemoMarketMaker:
                 await asyncio.sleep(self.interval)
         finally:
             with contextlib.suppress(GatewayError, OSError, TimeoutError):
-                await asyncio.wait_for(maker.mass_cancel().wait(), 2)
+                async with asyncio.timeout(2):
+                    await maker.mass_cancel().wait()
             for session in (maker, taker):
                 with contextlib.suppress(GatewayError, OSError, TimeoutError):
-                    await asyncio.wait_for(session.logout(), 2)
+                    async with asyncio.timeout(2):
+                        await session.logout()
                 await session.close()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to end after the current round (then it pulls its quotes)."""
+        self.stopping = True
 
     async def _requote(self, maker: GatewaySession, m: Market) -> None:
         """Place the new quotes, then cancel the old ones: the book is never empty. (The mid

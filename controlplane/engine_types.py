@@ -540,8 +540,21 @@ class JournalRecord(TypedDict):
     command: Command
 
 
+class LatencyHistogram(TypedDict):
+    """``bourse_node::HistogramStats``: fixed log-scale buckets (powers of two from 128 ns to
+    about 1.07 s), cumulative like Prometheus's ``le`` buckets; ``count`` is the ``+Inf``
+    bucket."""
+
+    bounds_ns: list[int]
+    cumulative: list[int]
+    count: int
+    sum_ns: int
+
+
 class NodeStats(TypedDict):
-    """The node's counters (``Node.stats``, ``Node.stop``)."""
+    """The node's counters (``Node.stats``, ``Node.stop``). The ring depths are commands
+    waiting for the sequencer (in the clients' rings), the engine (durable, not applied) and
+    the publisher (applied, not published)."""
 
     durable_seq: int
     applied_seq: int
@@ -555,6 +568,11 @@ class NodeStats(TypedDict):
     last_snapshot_write_ns: int
     acks_dropped: int
     busy_rejections: int
+    sequencer_ring_depth: int
+    engine_ring_depth: int
+    publisher_ring_depth: int
+    engine_apply_ns: LatencyHistogram
+    journal_commit_ns: LatencyHistogram
 
 
 class GatewayConfig(TypedDict, total=False):

@@ -3,7 +3,10 @@
 Start order: the node recovers from ``server.data_dir``; the control plane's database
 (``controlplane.sqlite3`` there) opens; with the demo on, a fresh directory gets the demo
 listing and accounts (:mod:`controlplane.demo`); the binary gateway starts and the keys are
-registered; the API modules set up and the event feed starts and catches up with the node
+registered; the API modules set up (with the demo: the demo user ``demo`` and its REST API
+key are ensured, and the demo operator ``demo-operator`` whose token is in
+``demo-keys.json``), every live trade API key is registered with the gateway, and the event
+feed starts and catches up with the node
 (so projections are current before the first request); the HTTP server starts; the demo
 market maker quotes. :func:`serve` runs until SIGINT/SIGTERM, then stops in reverse: the
 market maker, the HTTP server, the feed, the node (gateway first, then drain and final
@@ -13,7 +16,6 @@ snapshot), the database.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -25,21 +27,31 @@ from aiohttp import web
 
 from controlplane import Node
 from controlplane.api import Exchange, make_app
+from controlplane.api.admin import OPERATORS
+from controlplane.api.auth import ACCOUNTS
 from controlplane.bridge import EngineBridge, EventFeed
 from controlplane.config import ServerConfig, parse_listen
 from controlplane.db import Database
 from controlplane.demo import (
     KEYS_FILE,
     DemoKey,
+    DemoLogin,
     DemoMarketMaker,
+    DemoOperator,
     demo_listed,
     ensure_demo_listing,
+    ensure_demo_operator,
+    ensure_demo_user,
+    load_or_create_demo_login,
+    load_or_create_demo_operator,
     load_or_create_keys,
 )
 from controlplane.listing import Listing
 
 log = logging.getLogger("bourse.serve")
 
+TASK_STOP_SECONDS = 10.0
+"""How long stop waits for the background tasks (the demo market maker) to end."""
 CATCH_UP_SECONDS = 600.0
 """How long start waits for the projections to catch up with the node's log."""
 
@@ -58,6 +70,11 @@ class Server:
     keys_created: bool
     listed_now: bool
     runner: web.AppRunner
+    demo_login: DemoLogin | None = None
+    demo_login_created: bool = False
+    demo_login_key_id: int = 0
+    demo_operator: DemoOperator | None = None
+    demo_operator_created: bool = False
     market_maker: DemoMarketMaker | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stopped: bool = False
@@ -75,7 +92,11 @@ class Server:
             f"Bourse is running (data directory {self.config.server.data_dir})",
             f"  REST API        {self.base_url}/api/v3/  "
             "(ping, time, exchangeInfo, depth?symbol=BTCUSDT)",
+            f"  WebSocket       ws://{self.http_host}:{self.http_port}/ws/btcusdt@trade  "
+            "(/ws/<stream>, /stream?streams=<a>/<b>)",
             f"  binary gateway  {self.gateway_host}:{self.gateway_port}  (docs/protocol.md)",
+            f"  operator API    {self.base_url}/admin/v1/  (bourse admin --url {self.base_url} "
+            "health; Authorization: Bearer <operator token>)",
         ]
         if self.keys:
             keys_path = Path(self.config.server.data_dir) / KEYS_FILE
@@ -86,6 +107,25 @@ class Server:
                 # Shown once, at first start; never logged again.
                 user = self.keys["demo_user"]
                 lines.append(f"    demo_user secret (shown once): {user.secret.hex()}")
+        if self.demo_login is not None:
+            login = self.demo_login
+            lines.append(
+                f"  demo user       {login.username!r} (account {login.account}): REST API key "
+                f"id {self.demo_login_key_id}, read + trade, also a gateway key"
+            )
+            if self.demo_login_created:
+                # Shown once, at first start; never logged again (also in demo-keys.json).
+                lines.append(f"    password (shown once):   {login.password}")
+                lines.append(f"    X-MBX-APIKEY:            {login.api_key}")
+                lines.append(f"    secret (shown once):     {login.secret}")
+        if self.demo_operator is not None:
+            lines.append(
+                f"  demo operator   {self.demo_operator.name!r} (admin; token in demo-keys.json, "
+                "read by `bourse admin --data-dir`)"
+            )
+            if self.demo_operator_created:
+                # Shown once, at first start; never logged again (also in demo-keys.json).
+                lines.append(f"    token (shown once):      {self.demo_operator.token}")
         if self.market_maker is not None:
             symbols = ", ".join(self.exchange.listing.by_symbol)
             lines.append(f"  demo market maker quoting {symbols}")
@@ -98,11 +138,14 @@ class Server:
         if self.stopped:
             return
         self.stopped = True
+        if self.market_maker is not None:
+            self.market_maker.stop()
         for task in self.tasks:
             task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self.tasks:
+            _, stuck = await asyncio.wait(self.tasks, timeout=TASK_STOP_SECONDS)
+            for task in stuck:
+                log.error("%s did not stop within %.0f s", task.get_name(), TASK_STOP_SECONDS)
         self.tasks.clear()
         await self.runner.cleanup()
         await _close(self.exchange)
@@ -149,6 +192,19 @@ async def start(config: ServerConfig) -> Server:
             feed=EventFeed(node),
         )
         app = make_app(exchange)
+        accounts = app[ACCOUNTS]
+        demo_login: DemoLogin | None = None
+        demo_login_created = False
+        demo_login_key_id = 0
+        demo_operator: DemoOperator | None = None
+        demo_operator_created = False
+        if keys:
+            demo_login, demo_login_created = load_or_create_demo_login(data_dir)
+            demo_login_key_id = await ensure_demo_user(accounts, demo_login)
+            demo_operator, demo_operator_created = load_or_create_demo_operator(data_dir)
+            ensure_demo_operator(app[OPERATORS], demo_operator)  # one argon2 hash, at start
+        # Every live trade key of every user also opens the binary gateway.
+        accounts.register_gateway_keys()
         exchange.feed.start()
         await exchange.feed.wait_for(node.stats()["applied_seq"], CATCH_UP_SECONDS)
         runner = web.AppRunner(app, access_log=None)
@@ -172,6 +228,11 @@ async def start(config: ServerConfig) -> Server:
         keys_created=keys_created,
         listed_now=listed_now,
         runner=runner,
+        demo_login=demo_login,
+        demo_login_created=demo_login_created,
+        demo_login_key_id=demo_login_key_id,
+        demo_operator=demo_operator,
+        demo_operator_created=demo_operator_created,
     )
     if config.demo.enabled and keys:
         mm = DemoMarketMaker(

@@ -85,7 +85,11 @@ def test_serve_public_api_demo_market_maker_and_restart(tmp_path: Path) -> None:
                 status, info = await get(http, server, "/api/v3/exchangeInfo")
                 assert status == 200
                 assert info["timezone"] == "UTC"
-                assert info["rateLimits"] == []
+                assert [r["rateLimitType"] for r in info["rateLimits"]] == [
+                    "REQUEST_WEIGHT",
+                    "ORDERS",
+                    "ORDERS",
+                ]
                 assert info["exchangeFilters"] == []
                 symbols = {s["symbol"]: s for s in info["symbols"]}
                 assert set(symbols) == {"BTCUSDT", "ETHUSDT"}

@@ -43,9 +43,21 @@ Setup = Callable[[web.Application, Exchange], None]
 
 
 def _modules() -> list[Setup]:
-    from controlplane.api import public
+    from controlplane import metrics
+    from controlplane.api import admin, auth, market, public, streams, trading, users, wallet
 
-    return [public.setup]
+    # metrics first: its HTTP middleware goes outermost and sees every request.
+    return [
+        metrics.setup,
+        public.setup,
+        market.setup,
+        streams.setup,
+        auth.setup,
+        users.setup,
+        trading.setup,
+        wallet.setup,
+        admin.setup,
+    ]
 
 
 def make_app(exchange: Exchange) -> web.Application:

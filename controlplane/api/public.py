@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from controlplane.api import EXCHANGE, Exchange
+from controlplane.api.auth import rate_limits
 from controlplane.api.errors import bad_symbol, illegal, mandatory
 from controlplane.listing import U64_MAX, Market, fmt
 
@@ -111,7 +112,7 @@ async def exchange_info(request: web.Request) -> web.Response:
         {
             "timezone": "UTC",
             "serverTime": now_ms(),
-            "rateLimits": [],
+            "rateLimits": rate_limits(exchange.config.limits),
             "exchangeFilters": [],
             "symbols": [symbol_info(m, ENGINE_STATUS[status[m.id]]) for m in chosen],
         }

@@ -119,6 +119,13 @@ _R = TypeVar("_R", bound=Reply)
 # ---- Errors -------------------------------------------------------------------------------
 
 
+# Timeouts use ``asyncio.timeout`` rather than ``asyncio.wait_for``: on Python 3.11,
+# ``wait_for`` loses a cancellation that arrives as the awaited reply does, so a task
+# cancelled while waiting for a reply could go on running.
+CLOSE_WAIT_SECONDS = 1.0
+"""How long :meth:`GatewaySession.close` waits for the socket to finish closing."""
+
+
 class GatewayError(Exception):
     """Base class of the client's errors."""
 
@@ -235,7 +242,8 @@ class Ticket(Generic[_R]):
     async def wait(self, timeout: float | None = None) -> _R | OrderRejected:
         """The reply; ``TimeoutError`` after ``timeout`` s (default: the session's)."""
         t = self._timeout if timeout is None else timeout
-        reply = await asyncio.wait_for(asyncio.shield(self._future), t)
+        async with asyncio.timeout(t):
+            reply = await asyncio.shield(self._future)
         return reply  # type: ignore[return-value]
 
     async def ok(self, timeout: float | None = None) -> _R:
@@ -291,7 +299,8 @@ class RawConnection:
     async def recv(self, timeout: float | None = None) -> Message:
         """The next message; ``SessionClosedError`` at EOF, ``TimeoutError`` after
         ``timeout`` s."""
-        return await asyncio.wait_for(self._recv(), timeout)
+        async with asyncio.timeout(timeout):
+            return await self._recv()
 
     async def _recv(self) -> Message:
         while not self._pending:
@@ -324,13 +333,15 @@ class RawConnection:
     async def close(self) -> None:
         """Close the socket (a disconnect, from the server's point of view)."""
         self.writer.close()
-        with contextlib.suppress(OSError, ConnectionError):
-            await self.writer.wait_closed()
+        with contextlib.suppress(OSError, ConnectionError, TimeoutError):
+            async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+                await self.writer.wait_closed()
 
 
 async def connect_raw(host: str, port: int, *, timeout: float = 5.0) -> RawConnection:
     """Open a TCP connection (no login): the server's ``Challenge`` is the first message."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host, port)
     return RawConnection(reader, writer)
 
 
@@ -561,7 +572,8 @@ class GatewaySession:
     async def recv(self, timeout: float | None = None) -> Message:
         """The next message; ``TimeoutError`` after ``timeout`` s; ``SessionClosedError``
         once the session has ended and the inbox is empty."""
-        return await asyncio.wait_for(self._next(), timeout)
+        async with asyncio.timeout(timeout):
+            return await self._next()
 
     async def _next(self) -> Message:
         while not self._inbox:
@@ -635,7 +647,8 @@ class GatewaySession:
                 await self._arrived.wait()
 
         t = self.reply_timeout if timeout is None else timeout
-        return await asyncio.wait_for(scan(), t)
+        async with asyncio.timeout(t):
+            return await scan()
 
     async def recv_until(
         self, match: type[Any] | Callable[[Message], bool], *, timeout: float | None = None
@@ -847,7 +860,8 @@ class GatewaySession:
         self.send(Logout())
         t = self.reply_timeout if timeout is None else timeout
         try:
-            await asyncio.wait_for(asyncio.shield(self._ended), t)
+            async with asyncio.timeout(t):
+                await asyncio.shield(self._ended)
         finally:
             if not self._closed:
                 await self.close()
@@ -862,18 +876,20 @@ class GatewaySession:
             self.close_detail = "closed by the client"
             self.conn.writer.close()
             self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
         self._heartbeat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._heartbeat
-        with contextlib.suppress(OSError, ConnectionError):
-            await self.conn.writer.wait_closed()
+        # ``asyncio.wait`` neither raises the tasks' CancelledError nor swallows a
+        # cancellation of the caller (a suppressed CancelledError here would make a
+        # cancelled ``wait_for(logout(), t)`` wait for ever).
+        await asyncio.wait([self._reader, self._heartbeat])
+        with contextlib.suppress(OSError, ConnectionError, TimeoutError):
+            async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+                await self.conn.writer.wait_closed()
 
     async def wait_closed(self, timeout: float | None = None) -> None:
         """Wait until the server ends the session (``EndOfSession``, ``ProtocolError``,
         EOF)."""
-        await asyncio.wait_for(asyncio.shield(self._ended), timeout)
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(self._ended)
 
     async def __aenter__(self) -> Self:
         return self

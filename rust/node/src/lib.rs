@@ -8,6 +8,7 @@ pub mod affinity;
 pub mod bench;
 pub mod config;
 pub mod journal;
+pub mod latency;
 pub mod node;
 pub mod recovery;
 pub mod references;
@@ -17,6 +18,7 @@ pub mod wait;
 
 pub use config::{Cores, NodeConfig, Pipeline};
 pub use journal::Durability;
+pub use latency::HistogramStats;
 pub use node::{
     Ack, Client, CommandEvents, HookTurn, Node, NodeError, NodeStats, Notify, Origin, PipelineHook,
     SubmitError, Subscription,

@@ -90,6 +90,16 @@
 //! (`cores.sequencer`). A hook returns [`HookTurn::Detach`] to be dropped. Detach hooks
 //! before stopping the node (the gateway's `stop` does): one still attached when the stages
 //! finish is dropped without a further turn.
+//!
+//! # Figures
+//!
+//! [`Node::stats`] reads relaxed atomics only (any thread, any time). What it costs the
+//! command path: one relaxed add per submission (the `submitted` count behind
+//! `sequencer_ring_depth`), one per journal batch (`sequenced`), and for the
+//! [`crate::latency`] histograms one clock read and two relaxed adds per applied command
+//! (`engine_apply_ns`) and two relaxed adds per group commit, which was already timed
+//! (`journal_commit_ns`). The ring depths are derived from these counters and the sequence
+//! numbers, not read from the rings.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -106,9 +116,10 @@ use crate::affinity::pin_current_thread;
 use crate::config::{NodeConfig, Pipeline};
 pub use crate::journal::Origin;
 use crate::journal::{JournalConfig, JournalError, JournalWriter};
+use crate::latency::{HistogramStats, LatencyHistogram};
 use crate::recovery::{self, RecoveryReport};
 use crate::references::LastReferences;
-use crate::ring::{ring, Consumer, Doorbell, Producer};
+use crate::ring::{ring, CachePadded, Consumer, Doorbell, Producer};
 use crate::snapfile;
 use crate::wait::Idle;
 
@@ -259,6 +270,16 @@ struct Counters {
     last_snapshot_write_ns: AtomicU64,
     acks_dropped: AtomicU64,
     busy_rejections: AtomicU64,
+    /// Commands handed into the clients' submission rings since start (one relaxed add per
+    /// submission, by the submitting thread; on its own cache line).
+    submitted: CachePadded<AtomicU64>,
+    /// Commands the sequencer took from those rings since start (one add per batch).
+    sequenced: AtomicU64,
+    /// The engine stage's time per command (one clock read and two relaxed adds per
+    /// command; see `EngineStage::step`).
+    engine_apply: LatencyHistogram,
+    /// Write + sync of each journal group commit (the sequencer already timed it).
+    journal_commit: LatencyHistogram,
 }
 
 /// A point-in-time view of the node's counters.
@@ -288,6 +309,21 @@ pub struct NodeStats {
     pub acks_dropped: u64,
     /// Submissions refused because a client's ring was full.
     pub busy_rejections: u64,
+    /// Commands waiting in the clients' submission rings for the sequencer (submitted since
+    /// start minus taken by the sequencer; read without a common cut, so approximate while
+    /// commands flow, exact at rest).
+    pub sequencer_ring_depth: u64,
+    /// Durable commands waiting for the engine (in its ring, or in the sequencer's batch
+    /// waiting for room there): `durable_seq - applied_seq`.
+    pub engine_ring_depth: u64,
+    /// Applied commands waiting for the publisher: `applied_seq - published_seq`.
+    pub publisher_ring_depth: u64,
+    /// The engine stage's time per command: from taking it off its ring to handing its
+    /// events to the publisher's (a periodic snapshot's copy counts towards the command it
+    /// follows).
+    pub engine_apply_ns: HistogramStats,
+    /// Duration of each journal group commit (one write and, under `fsync`, one sync).
+    pub journal_commit_ns: HistogramStats,
 }
 
 /// The in-memory tail of the event stream, with a condition variable for readers.
@@ -744,10 +780,17 @@ impl Node {
     pub fn stats(&self) -> NodeStats {
         let c = &self.shared.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        // Downstream first, so that a depth is never made negative by a later read of the
+        // stage feeding it (they are clamped at 0 all the same).
+        let published_seq = l(&c.published_seq);
+        let applied_seq = l(&c.applied_seq);
+        let durable_seq = l(&c.durable_seq);
+        let sequenced = l(&c.sequenced);
+        let submitted = l(&c.submitted);
         NodeStats {
-            durable_seq: l(&c.durable_seq),
-            applied_seq: l(&c.applied_seq),
-            published_seq: l(&c.published_seq),
+            durable_seq,
+            applied_seq,
+            published_seq,
             commits: l(&c.commits),
             commit_records: l(&c.commit_records),
             last_commit_ns: l(&c.last_commit_ns),
@@ -757,6 +800,11 @@ impl Node {
             last_snapshot_write_ns: l(&c.last_snapshot_write_ns),
             acks_dropped: l(&c.acks_dropped),
             busy_rejections: l(&c.busy_rejections),
+            sequencer_ring_depth: submitted.saturating_sub(sequenced),
+            engine_ring_depth: durable_seq.saturating_sub(applied_seq),
+            publisher_ring_depth: applied_seq.saturating_sub(published_seq),
+            engine_apply_ns: c.engine_apply.snapshot(),
+            journal_commit_ns: c.journal_commit.snapshot(),
         }
     }
 
@@ -1125,6 +1173,7 @@ impl Client {
         }
         match self.submissions.push(Submission { command, source, correlation }) {
             Ok(()) => {
+                self.shared.counters.submitted.fetch_add(1, Ordering::Relaxed);
                 self.shared.sequencer_doorbell.notify();
                 Ok(())
             }
@@ -1321,13 +1370,16 @@ impl Stage for SequencerStage {
                 Step::Idle
             };
         }
+        self.shared.counters.sequenced.fetch_add(self.batch.len() as u64, Ordering::Relaxed);
         let t = Instant::now();
         match self.journal.commit() {
             Ok(stats) => {
                 let c = &self.shared.counters;
+                let took = t.elapsed();
                 c.commits.fetch_add(1, Ordering::Relaxed);
                 c.commit_records.fetch_add(stats.records, Ordering::Relaxed);
-                c.last_commit_ns.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                c.last_commit_ns.store(took.as_nanos() as u64, Ordering::Relaxed);
+                c.journal_commit.record(took);
                 c.durable_seq.store(stats.durable_seq, Ordering::Release);
                 if let Some(e) = stats.roll_error {
                     // This batch is durable and goes on to be applied and acknowledged; the
@@ -1465,12 +1517,19 @@ impl Stage for EngineStage {
             worked = self.pending.is_none();
         }
         if self.pending.is_none() {
+            // Each command is timed from the end of the one before it (the first from the
+            // first pop): one clock read per command, not two.
+            let mut since: Option<Instant> = None;
             for _ in 0..ENGINE_BURST {
                 let Some(s) = self.input.pop() else { break };
                 worked = true;
+                let start = *since.get_or_insert_with(Instant::now);
                 if self.apply(s).is_err() {
                     return Step::Done;
                 }
+                let now = Instant::now();
+                self.shared.counters.engine_apply.record(now.saturating_duration_since(start));
+                since = Some(now);
                 if self.pending.is_some() {
                     break;
                 }

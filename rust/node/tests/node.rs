@@ -619,6 +619,37 @@ fn a_pipeline_hook_turns_with_the_engine_until_it_detaches() {
     node.stop().unwrap();
 }
 
+fn latency_histograms_and_ring_depths_follow_the_commands(p: Pipeline) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(config(dir.path(), p)).unwrap();
+    let mut client = node.client().unwrap();
+    let before = node.stats();
+    assert_eq!((before.engine_apply_ns.count, before.journal_commit_ns.count), (0, 0));
+    let commands: Vec<Command> = setup()
+        .into_iter()
+        .chain((0..100).map(|i| order(1 + i % 2, Side::Buy, 100 + i, i)))
+        .collect();
+    let n = commands.len() as u64;
+    for cmd in commands {
+        client.call(cmd, T).unwrap();
+    }
+    let s = node.stats();
+    // Every applied command was timed once; every group commit once.
+    assert_eq!(s.engine_apply_ns.count, n);
+    assert_eq!(s.applied_seq, n);
+    assert_eq!(s.journal_commit_ns.count, s.commits);
+    assert!(s.journal_commit_ns.sum_ns > 0 && s.engine_apply_ns.sum_ns > 0);
+    for h in [&s.engine_apply_ns, &s.journal_commit_ns] {
+        assert_eq!(h.bounds_ns.len(), h.cumulative.len());
+        assert!(h.bounds_ns.windows(2).all(|w| w[0] < w[1]));
+        assert!(h.cumulative.windows(2).all(|w| w[0] <= w[1]));
+        assert!(*h.cumulative.last().unwrap() <= h.count);
+    }
+    // At rest (every call was acknowledged, so published): nothing waits anywhere.
+    assert_eq!((s.sequencer_ring_depth, s.engine_ring_depth, s.publisher_ring_depth), (0, 0, 0));
+    node.stop().unwrap();
+}
+
 macro_rules! in_both_pipelines {
     ($($name:ident),* $(,)?) => {
         mod threads {
@@ -645,4 +676,5 @@ in_both_pipelines!(
     tiny_rings_under_concurrent_clients_lose_and_reorder_nothing,
     streaming_events_equals_reading_them_one_by_one,
     a_query_says_which_command_its_state_follows,
+    latency_histograms_and_ring_depths_follow_the_commands,
 );

@@ -22,9 +22,13 @@
 //!
 //! A command the engine refuses is not an exception: it comes back as a `rejected` event.
 //!
+//! The msgpack bridge to the control plane (`Node.events_packed`, `NodeClient`) is in
+//! [`client`].
+//!
 //! The node (`Node`, `replay_journal`, `read_journal`, `bench_pipeline`, `bench_replay`) is
 //! in [`node`]; the gateway benchmark (`bench_gateway`) in [`gateway_bench`].
 
+mod client;
 mod gateway_bench;
 mod node;
 
@@ -383,6 +387,8 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NodeBusy", py.get_type::<NodeBusy>())?;
     m.add("NodeStopped", py.get_type::<NodeStopped>())?;
     m.add("EventsGone", py.get_type::<EventsGone>())?;
+    m.add("MESSAGE_VERSION", client::MESSAGE_VERSION)?;
+    m.add_class::<client::PyNodeClient>()?;
     node::register(m)?;
     gateway_bench::register(m)?;
     Ok(())

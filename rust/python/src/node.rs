@@ -6,7 +6,9 @@
 //! * Every call that can wait (submit, events, queries, snapshot, stop) releases the GIL.
 //! * Submissions go through one internal [`Client`] behind a mutex: a client is one thread
 //!   at a time, and its acknowledgement wait polls rather than parking on a doorbell, so it
-//!   can be used from whichever thread holds the mutex.
+//!   can be used from whichever thread holds the mutex. The control plane's pipelined path
+//!   is `open_client` (a `NodeClient` per caller, msgpack in and out) and `events_packed`;
+//!   see [`crate::client`].
 //!
 //! Locks are only ever taken with the GIL released, and Python objects are only built after
 //! they are released, so a thread waiting for a lock never holds the GIL someone needs.
@@ -23,9 +25,10 @@ use bourse_node::journal::{self, JournalError, ReadMode};
 use bourse_node::{recovery, Ack, Client, CommandEvents, Durability, Node, NodeConfig, NodeStats};
 use bourse_node::{RecoveryReport, SubmitError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use pythonize::{depythonize, pythonize};
 
+use crate::client::{encode_entries, Lifecycle, PyNodeClient};
 use crate::{command_from_py, parse_side, run_tool, Error, Result};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -223,6 +226,8 @@ pub struct PyNode {
     ring_capacity: usize,
     /// Set by the first `stop`; later ones return it again.
     final_stats: Mutex<Option<NodeStats>>,
+    /// Told when `stop` begins and ends, for the `NodeClient`s.
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl PyNode {
@@ -276,6 +281,7 @@ impl PyNode {
             recovery,
             ring_capacity,
             final_stats: Mutex::new(None),
+            lifecycle: Arc::default(),
         })
     }
 
@@ -341,6 +347,36 @@ impl PyNode {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(PyList::new(py, items)?)
+    }
+
+    /// The same entries as `events`, as msgpack bytes with field names in the versioned
+    /// envelope `[MESSAGE_VERSION, [entry, ...]]` (see `client`); GIL released while waiting
+    /// and encoding.
+    #[pyo3(signature = (from_seq, max = 1000, timeout = 0.0))]
+    fn events_packed<'py>(
+        &self,
+        py: Python<'py>,
+        from_seq: u64,
+        max: usize,
+        timeout: f64,
+    ) -> Result<Bound<'py, PyBytes>> {
+        let timeout = duration(timeout, "timeout")?;
+        let packed =
+            self.with_node(py, |node| encode_entries(&node.events_from(from_seq, max, timeout)?))?;
+        Ok(PyBytes::new(py, &packed))
+    }
+
+    /// A new pipelined submission client with its own rings (see `NodeClient`).
+    fn open_client(&self, py: Python<'_>) -> Result<PyNodeClient> {
+        let client = self.with_node(py, |node| Ok(node.client()?))?;
+        Ok(PyNodeClient::new(client, self.ring_capacity, self.lifecycle.clone()))
+    }
+
+    /// The highest `Origin.reference` the node has applied for `source` (0 if none; source 0
+    /// is never tracked): where a submitter that numbers its commands continues after a
+    /// restart. Commands still in flight are not counted.
+    fn last_reference(&self, py: Python<'_>, source: u64) -> Result<u64> {
+        self.with_node(py, |node| Ok(node.last_reference(source)?))
     }
 
     /// The node's counters as a dict.
@@ -417,6 +453,7 @@ impl PyNode {
             // The gateway first: its sessions end, and their cancel-on-disconnect commands
             // reach the journal before the node stops.
             let gateway_result = lock(&self.gateway).take().map(Gateway::stop);
+            self.lifecycle.stopping();
             // Then ask the node to stop: a reader waiting in `events` (holding the read lock)
             // and a submission in progress return promptly instead of running to their
             // timeouts.
@@ -432,7 +469,10 @@ impl PyNode {
                 eprintln!("bourse: gateway stop: {e}");
             }
             let before = node.stats();
-            match node.stop() {
+            let outcome = node.stop();
+            // The threads are joined (or gone): no acknowledgement will come any more.
+            self.lifecycle.stopped();
+            match outcome {
                 Ok(stats) => {
                     *last = Some(stats.clone());
                     Ok(stats)

@@ -1,0 +1,312 @@
+"""Users, sessions and API keys over HTTP (Bourse's own ``/api/v1/`` endpoints), and
+Binance's signed ``GET /api/v3/account``.
+
+Session endpoints take ``Authorization: Bearer <token>`` (from ``POST /api/v1/sessions``);
+a missing, unknown or expired token is ``-1002`` (401). JSON bodies are decoded with msgspec
+into the Structs below: invalid JSON → ``-1102``, a missing field → ``-1102`` naming it, an
+unknown field → ``-1103`` naming it, a wrong type → ``-1130`` naming it (all HTTP 400).
+Every handler validates fully before changing anything (see :mod:`controlplane.accounts`).
+
+=====================================  ===========================================
+``POST   /api/v1/users``                register ``{username, password}``
+``POST   /api/v1/sessions``             log in ``{username, password}`` → token
+``DELETE /api/v1/sessions``             log out
+``GET    /api/v1/me``                   the user
+``POST   /api/v1/me/totp``              start TOTP → ``{secret, provisioningUri}``
+``POST   /api/v1/me/totp/confirm``      ``{code}``: enable TOTP
+``PUT    /api/v1/me/anti-phishing``     ``{code}``
+``GET    /api/v1/me/api-keys``          the user's keys (never secrets)
+``POST   /api/v1/me/api-keys``          ``{label, permissions, ips?, type?, publicKey?,
+                                        totpCode?}`` → the key (+ ``secretKey`` once)
+``DELETE /api/v1/me/api-keys/{id}``     revoke
+``GET    /api/v1/me/notifications``     newest first, ``?limit=`` 1..500 (100)
+``GET    /api/v3/account``              Binance's account information (SIGNED, read)
+=====================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from controlplane.accounts import ApiKey, User
+from controlplane.api import EXCHANGE, Exchange
+from controlplane.api.auth import ACCOUNTS, authenticate, weighted
+from controlplane.api.errors import (
+    ILLEGAL_CHARS,
+    INVALID_PARAMETER,
+    MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+    UNAUTHORIZED,
+    UNKNOWN_PARAM,
+    UNREAD_PARAMETERS,
+    ApiError,
+    illegal,
+    mandatory,
+)
+from controlplane.listing import fmt
+
+NOTIFICATIONS_DEFAULT, NOTIFICATIONS_MAX = 100, 500
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class Credentials(_Body):
+    username: str
+    password: str
+
+
+class TotpCode(_Body):
+    code: str
+
+
+class AntiPhishing(_Body):
+    code: str
+
+
+class NewApiKey(_Body, rename="camel"):
+    label: str
+    permissions: list[Literal["read", "trade", "withdraw"]]
+    ips: list[str] = msgspec.field(default_factory=list)
+    type: Literal["HMAC_SHA256", "ED25519"] = "HMAC_SHA256"
+    public_key: str | None = None
+    totp_code: str | None = None
+
+
+B = TypeVar("B", bound=_Body)
+
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+_AT = re.compile(r"at `\$\.([A-Za-z0-9_]+)")
+
+
+async def decode_body(request: web.Request, kind: type[B]) -> B:
+    """The JSON body as ``kind``, or a precise -1102/-1103/-1130 error."""
+    raw = await request.read()
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as err:
+        text = str(err)
+        if m := _MISSING.search(text):
+            raise mandatory(m.group(1)) from None
+        if m := _UNKNOWN.search(text):
+            raise ApiError(
+                UNKNOWN_PARAM, f"An unknown parameter was sent: '{m.group(1)}'."
+            ) from None
+        field = m.group(1) if (m := _AT.search(text)) else "body"
+        raise ApiError(
+            INVALID_PARAMETER, f"Data sent for parameter '{field}' is not valid: {text}."
+        ) from None
+    except msgspec.DecodeError as err:
+        raise ApiError(
+            MANDATORY_PARAM_EMPTY_OR_MALFORMED, f"Malformed JSON request body: {err}."
+        ) from None
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(data), status=status, content_type="application/json"
+    )
+
+
+def bearer_token(request: web.Request) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(UNAUTHORIZED, "You are not authorized to execute this request.", 401)
+    return token.strip()
+
+
+def session_user(request: web.Request) -> User:
+    return request.app[ACCOUNTS].session_user(bearer_token(request))
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {
+        "userId": user.id,
+        "username": user.username,
+        "accountId": user.account,
+        "frozen": user.frozen,
+        "totpEnabled": user.totp_enabled,
+        "antiPhishingCode": user.anti_phishing,
+        "createdTime": user.created_ms,
+    }
+
+
+def key_json(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "apiKey": key.api_key,
+        "type": key.key_type,
+        "label": key.label,
+        "permissions": sorted(key.permissions),
+        "ips": [str(n) for n in key.ips],
+        "createdTime": key.created_ms,
+        "revokedTime": key.revoked_ms,
+    }
+
+
+@weighted(10)
+async def register(request: web.Request) -> web.Response:
+    body = await decode_body(request, Credentials)
+    user = await request.app[ACCOUNTS].register(body.username, body.password)
+    return json_response(user_json(user), 201)
+
+
+@weighted(10)
+async def login(request: web.Request) -> web.Response:
+    body = await decode_body(request, Credentials)
+    token, expires, user = await request.app[ACCOUNTS].login(body.username, body.password)
+    return json_response({"token": token, "expiresTime": expires, "userId": user.id})
+
+
+async def logout(request: web.Request) -> web.Response:
+    request.app[ACCOUNTS].logout(bearer_token(request))
+    return json_response({})
+
+
+async def me(request: web.Request) -> web.Response:
+    return json_response(user_json(session_user(request)))
+
+
+async def totp_begin(request: web.Request) -> web.Response:
+    user = session_user(request)
+    secret, uri = request.app[ACCOUNTS].totp_begin(user)
+    return json_response({"secret": secret, "provisioningUri": uri})
+
+
+async def totp_confirm(request: web.Request) -> web.Response:
+    user = session_user(request)
+    body = await decode_body(request, TotpCode)
+    return json_response(user_json(request.app[ACCOUNTS].totp_confirm(user, body.code)))
+
+
+async def set_anti_phishing(request: web.Request) -> web.Response:
+    user = session_user(request)
+    body = await decode_body(request, AntiPhishing)
+    return json_response(user_json(request.app[ACCOUNTS].set_anti_phishing(user, body.code)))
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    user = session_user(request)
+    return json_response([key_json(k) for k in request.app[ACCOUNTS].list_api_keys(user)])
+
+
+async def create_key(request: web.Request) -> web.Response:
+    user = session_user(request)
+    body = await decode_body(request, NewApiKey)
+    created = await request.app[ACCOUNTS].create_api_key(
+        user,
+        label=body.label,
+        permissions=body.permissions,
+        ips=body.ips,
+        key_type=body.type,
+        public_key_pem=body.public_key,
+        totp_code=body.totp_code,
+    )
+    out = key_json(created.key)
+    if created.secret is not None:
+        out["secretKey"] = created.secret
+    return json_response(out, 201)
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    user = session_user(request)
+    text = request.match_info["key_id"]
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        raise illegal("id", "^[0-9]{1,19}$")
+    key = request.app[ACCOUNTS].revoke_api_key(user, int(text))
+    return json_response(key_json(key))
+
+
+async def notifications(request: web.Request) -> web.Response:
+    user = session_user(request)
+    text = request.query.get("limit", str(NOTIFICATIONS_DEFAULT))
+    if not text.isascii() or not text.isdigit() or len(text) > 4:
+        raise illegal("limit", f"1-{NOTIFICATIONS_MAX}")
+    limit = int(text)
+    if not 1 <= limit <= NOTIFICATIONS_MAX:
+        raise illegal("limit", f"1-{NOTIFICATIONS_MAX}")
+    return json_response(request.app[ACCOUNTS].notifications(user, limit))
+
+
+ACCOUNT_PARAMS = {"omitZeroBalances"}
+
+
+@weighted(20)
+async def account(request: web.Request) -> web.Response:
+    """Binance's ``GET /api/v3/account``. Commissions are 0 (the fee tier's rates are not
+    exposed by the node yet); ``updateTime`` is 0 (not tracked)."""
+    signed = await authenticate(request, "read")
+    unknown = set(signed.params) - ACCOUNT_PARAMS
+    if unknown:
+        sent = signed.sent_count
+        raise ApiError(
+            UNREAD_PARAMETERS,
+            f"Not all sent parameters were read; read '{sent - len(unknown)}' parameter(s) "
+            f"but was sent '{sent}'.",
+        )
+    omit_text = signed.params.get("omitZeroBalances", "false")
+    if omit_text not in ("true", "false"):
+        raise ApiError(
+            ILLEGAL_CHARS,
+            "Illegal characters found in parameter 'omitZeroBalances'; legal range is "
+            "'true, false'.",
+        )
+    omit_zero = omit_text == "true"
+    exchange: Exchange = request.app[EXCHANGE]
+    user = request.app[ACCOUNTS].user(signed.user_id)
+    assert user is not None
+    balances = []
+    for asset in exchange.listing.assets.values():
+        free, held = exchange.node.balance(signed.account, asset.id) or (0, 0)
+        if omit_zero and free == 0 and held == 0:
+            continue
+        balances.append(
+            {
+                "asset": asset.name,
+                "free": fmt(free, asset.decimals, asset.decimals),
+                "locked": fmt(held, asset.decimals, asset.decimals),
+            }
+        )
+    zero = "0.00000000"
+    can_trade = "trade" in signed.permissions and not user.frozen
+    return json_response(
+        {
+            "makerCommission": 0,
+            "takerCommission": 0,
+            "buyerCommission": 0,
+            "sellerCommission": 0,
+            "commissionRates": {"maker": zero, "taker": zero, "buyer": zero, "seller": zero},
+            "canTrade": can_trade,
+            "canWithdraw": "withdraw" in signed.permissions and not user.frozen,
+            "canDeposit": True,
+            "brokered": False,
+            "requireSelfTradePrevention": False,
+            "preventSor": False,
+            "updateTime": 0,
+            "accountType": "SPOT",
+            "balances": balances,
+            "permissions": ["SPOT"],
+            "uid": user.id,
+        }
+    )
+
+
+def setup(app: web.Application, exchange: Exchange) -> None:
+    r = app.router
+    r.add_post("/api/v1/users", register)
+    r.add_post("/api/v1/sessions", login)
+    r.add_delete("/api/v1/sessions", logout)
+    r.add_get("/api/v1/me", me)
+    r.add_post("/api/v1/me/totp", totp_begin)
+    r.add_post("/api/v1/me/totp/confirm", totp_confirm)
+    r.add_put("/api/v1/me/anti-phishing", set_anti_phishing)
+    r.add_get("/api/v1/me/api-keys", list_keys)
+    r.add_post("/api/v1/me/api-keys", create_key)
+    r.add_delete("/api/v1/me/api-keys/{key_id}", revoke_key)
+    r.add_get("/api/v1/me/notifications", notifications)
+    r.add_get("/api/v3/account", account)

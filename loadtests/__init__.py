@@ -1,0 +1,1 @@
+"""Load tests for Bourse: the Locust suite (``locustfile.py``, ``bourse_load``) and ``run.py``."""
