@@ -8,6 +8,10 @@
                          [--gateway-core N] [--node-core N] [--node-wait STRATEGY]
                          [--node-pipeline threads|single]
     bourse bench bridge [--orders N] [--concurrency C] [--policy fsync|write|none]
+    bourse bench api [--clients C] [--duration S] [--rate R] [--durability fsync|write|none]
+                     [--resp-type ACK|RESULT|FULL] [--warmup S]
+    bourse bench ws [--clients N] [--duration S] [--trade-rate R] [--quote-interval-ms MS]
+                    [--durability fsync|write|none] [--warmup S]
     bourse replay lobster ZIP [ZIP ...] [--max-messages N]
     bourse node run --data-dir D [--config FILE.json|.toml] [--durability fsync|write|none]
                     [--snapshot-every N] [--segment-bytes N] [--keep-snapshots N]
@@ -249,12 +253,75 @@ def add_bench_bridge(subparsers: SubParsers) -> None:
     p.set_defaults(handler=_bench_bridge)
 
 
+def _bench_api(args: argparse.Namespace) -> int:
+    from controlplane import bench_api
+
+    report = bench_api.run_api(
+        args.clients, args.duration, args.rate, args.durability, args.resp_type, args.warmup
+    )
+    _emit(json.dumps(report, separators=(",", ":")))
+    return 0
+
+
+def add_bench_api(subparsers: SubParsers) -> None:
+    help = (
+        "Benchmark signed REST order entry: `bourse serve` as a subprocess, C funded users, "
+        "C keep-alive clients sending POST /api/v3/order + DELETE pairs, closed loop or open "
+        "loop at --rate orders/s; prints one JSON line (orders/s, latency percentiles in µs)."
+    )
+    p = subparsers.add_parser("api", help=help, description=help)
+    p.add_argument("--clients", type=_positive_int, default=8, help="concurrent clients")
+    p.add_argument("--duration", type=_positive_float, default=10.0, help="measured seconds")
+    p.add_argument("--rate", type=_positive_float, help="orders/s in total (open loop)")
+    p.add_argument("--durability", choices=POLICIES, default="fsync", help="node.durability")
+    p.add_argument(
+        "--resp-type", choices=("ACK", "RESULT", "FULL"), default="RESULT", help="newOrderRespType"
+    )
+    p.add_argument("--warmup", type=_non_negative_float, default=1.0, help="unmeasured seconds")
+    p.set_defaults(handler=_bench_api)
+
+
+def _bench_ws(args: argparse.Namespace) -> int:
+    from controlplane import bench_api
+
+    report = bench_api.run_ws(
+        args.clients,
+        args.duration,
+        args.trade_rate,
+        args.quote_interval_ms,
+        args.durability,
+        args.warmup,
+    )
+    _emit(json.dumps(report, separators=(",", ":")))
+    return 0
+
+
+def add_bench_ws(subparsers: SubParsers) -> None:
+    help = (
+        "Benchmark WebSocket fan-out: `bourse serve` as a subprocess with the demo market "
+        "maker and a trade driver, N clients on btcusdt@trade + btcusdt@depth@100ms; prints "
+        "one JSON line (messages/s, delivery lag percentiles in ms, gaps, disconnects)."
+    )
+    p = subparsers.add_parser("ws", help=help, description=help)
+    p.add_argument("--clients", type=_positive_int, default=100, help="WebSocket clients")
+    p.add_argument("--duration", type=_positive_float, default=10.0, help="measured seconds")
+    p.add_argument("--trade-rate", type=_positive_float, default=20.0, help="trades/s driven")
+    p.add_argument(
+        "--quote-interval-ms", type=_positive_int, default=50, help="market maker requote"
+    )
+    p.add_argument("--durability", choices=POLICIES, default="write", help="node.durability")
+    p.add_argument("--warmup", type=_non_negative_float, default=1.0, help="unmeasured seconds")
+    p.set_defaults(handler=_bench_ws)
+
+
 BENCH_COMMANDS: tuple[Registrar, ...] = (
     add_bench_engine,
     add_bench_pipeline,
     add_bench_replay,
     add_bench_gateway,
     add_bench_bridge,
+    add_bench_api,
+    add_bench_ws,
 )
 
 

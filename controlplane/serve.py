@@ -91,7 +91,7 @@ class Server:
         lines = [
             f"Bourse is running (data directory {self.config.server.data_dir})",
             f"  REST API        {self.base_url}/api/v3/  "
-            "(ping, time, exchangeInfo, depth?symbol=BTCUSDT)",
+            "(Binance Spot v3: market data, signed orders, account; try depth?symbol=BTCUSDT)",
             f"  WebSocket       ws://{self.http_host}:{self.http_port}/ws/btcusdt@trade  "
             "(/ws/<stream>, /stream?streams=<a>/<b>)",
             f"  binary gateway  {self.gateway_host}:{self.gateway_port}  (docs/protocol.md)",

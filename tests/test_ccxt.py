@@ -29,7 +29,7 @@ from typing import Any
 import ccxt
 import pytest
 
-from controlplane.demo import DEMO_USER
+from controlplane.demo import DEMO_USER, QUOTING
 from controlplane.engine_types import Side
 from controlplane.listing import Market
 from controlplane.projections import PROJECTIONS
@@ -113,7 +113,13 @@ async def quiet_book_orders(exchange: Any, server: Server, market: Market) -> li
     """Rest the demo user's orders on both sides around the last trade price: two levels a
     side, two orders on the best bid (so a level aggregates). Returns CCXT's orders."""
     symbol = unified(market)
-    last = dec((await exchange.fetch_ticker(symbol))["last"])
+    traded = (await exchange.fetch_ticker(symbol))["last"]
+    # Before the demo market maker's first trade there is no last price: use its start mid.
+    last = (
+        dec(traded)
+        if traded is not None
+        else Decimal(QUOTING[market.id].mid).scaleb(-market.price_decimals)
+    )
     min_cost = units(market.min_notional, market.quote.decimals)
     amount = float(exchange.amount_to_precision(symbol, float(min_cost * 2 / last)))
     placed = []
@@ -430,17 +436,7 @@ QUERY_WS_PATH = "/ws?ccxt-connection="
 @pytest.mark.parametrize(
     "ws_path",
     [
-        pytest.param(
-            BINANCE_WS_PATH,
-            id="binance-url",
-            marks=pytest.mark.xfail(
-                raises=ccxt.NetworkError,
-                strict=True,
-                reason="the stream server closes ws://host/ws/0 at once (1008 'Invalid stream "
-                "name: 0'); Binance accepts a path segment that names no stream and CCXT "
-                "relies on that (controlplane/api/streams.py, not this module's to change)",
-            ),
-        ),
+        pytest.param(BINANCE_WS_PATH, id="binance-url"),
         pytest.param(QUERY_WS_PATH, id="connection-number-in-query"),
     ],
 )

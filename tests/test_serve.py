@@ -125,6 +125,11 @@ def test_serve_public_api_demo_market_maker_and_restart(tmp_path: Path) -> None:
                     assert (status, err["code"]) == (400, -1100), bad
                     assert "'limit'" in err["msg"]
 
+                # An unknown endpoint: Binance's UNSUPPORTED_OPERATION, which clients map to a
+                # bad request (not to an order error).
+                status, err = await get(http, server, "/api/v3/noSuchEndpoint")
+                assert (status, err["code"]) == (404, -1020)
+
                 # The demo market maker quotes both markets, bids below asks.
                 for symbol in ("BTCUSDT", "ETHUSDT"):
                     book = await two_sided_book(http, server, symbol)

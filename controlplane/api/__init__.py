@@ -44,7 +44,17 @@ Setup = Callable[[web.Application, Exchange], None]
 
 def _modules() -> list[Setup]:
     from controlplane import metrics
-    from controlplane.api import admin, auth, market, public, streams, trading, users, wallet
+    from controlplane.api import (
+        admin,
+        auth,
+        market,
+        public,
+        streams,
+        trading,
+        users,
+        userstream,
+        wallet,
+    )
 
     # metrics first: its HTTP middleware goes outermost and sees every request.
     return [
@@ -55,6 +65,7 @@ def _modules() -> list[Setup]:
         auth.setup,
         users.setup,
         trading.setup,
+        userstream.setup,
         wallet.setup,
         admin.setup,
     ]

@@ -25,7 +25,8 @@ TOO_MANY_REQUESTS = -1003
 UNEXPECTED_RESP = -1006
 TIMEOUT = -1007
 SERVER_BUSY = -1008
-UNSUPPORTED_OPERATION = -1014
+UNKNOWN_ORDER_COMPOSITION = -1014
+UNSUPPORTED_OPERATION = -1020
 TOO_MANY_ORDERS = -1015
 INVALID_TIMESTAMP = -1021
 INVALID_SIGNATURE = -1022
@@ -93,8 +94,8 @@ def bad_symbol() -> ApiError:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HTTP_CODES = {
-    404: (UNSUPPORTED_OPERATION, "Unsupported operation: no such endpoint."),
-    405: (UNSUPPORTED_OPERATION, "Unsupported operation: method not allowed on this endpoint."),
+    404: (UNSUPPORTED_OPERATION, "This operation is not supported: no such endpoint."),
+    405: (UNSUPPORTED_OPERATION, "This operation is not supported: method not allowed here."),
     413: (TOO_MANY_PARAMETERS, "Request body too large."),
 }
 
@@ -111,7 +112,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         code, msg = _HTTP_CODES.get(exc.status, (UNKNOWN, exc.reason))
         return ApiError(code, msg, exc.status).response()
     except Exception:
-        log.exception("unexpected error on %s %s", request.method, request.path)
+        # The route's pattern, not the path: a path can carry a secret (a listen key).
+        route = request.match_info.route.resource
+        where = route.canonical if route is not None else "an unmatched path"
+        log.exception("unexpected error on %s %s", request.method, where)
         return ApiError(
             UNKNOWN, "An unknown error occurred while processing the request.", 500
         ).response()

@@ -17,6 +17,16 @@ handshake); a ping every 20 s, and a client that has answered no ping for a minu
 closed (1008 "Pong timeout"); a client whose unsent frames exceed the hub's bound is closed
 (1008). A URL naming an unknown stream is closed at once (1008 with the name as reason).
 
+What a URL's segments stand for (``/ws/<a>/<b>``, ``/stream?streams=<a>/<b>``), each in
+turn: a segment containing ``@`` is a market stream name and must be one this server
+publishes (else 1008 ``Invalid stream name: <segment>``, as for ``btcusdt@nonsense``); a
+segment without ``@`` that is an active listen key (:mod:`controlplane.api.userstream`)
+is that account's user data stream; and ``/ws/<label>`` with exactly one segment matching
+``^[A-Za-z0-9_-]{1,64}$`` that is neither opens a connection with no subscriptions, as
+Binance does (CCXT connects to ``/ws/<its connection number>`` and then SUBSCRIBEs; an
+expired listen key lands here too). Any other segment (such a label next to other
+segments, or in ``/stream?streams=``, or with other characters) is refused with 1008.
+
 Streams (symbol lower-case; payloads with Binance's field names, numbers as strings in the
 market's decimals):
 
@@ -60,6 +70,7 @@ from controlplane.streams.hub import (
     CLOSE_POLICY,
     CLOSE_TRY_AGAIN_LATER,
     Connection,
+    PrivateStream,
     StreamHub,
     streams_of,
 )
@@ -71,6 +82,9 @@ _TIMER = web.AppKey("stream_hub_timer", asyncio.Task[None])
 MAX_MESSAGE_BYTES = 64 * 1024
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 _ID_TEXT = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
+CONNECTION_LABEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""``/ws/<label>``: a lone segment of this shape that is no listen key opens a connection
+with no subscriptions (CCXT's ``/ws/0``)."""
 _BYTE_AT = re.compile(r"\(byte (\d+)\)")
 U64_MAX = 2**64 - 1
 
@@ -197,7 +211,29 @@ def _reply(conn: Connection, text: str) -> None:
     conn.enqueue(msgspec.json.encode({"result": result, "id": request_id}).decode(), "response")
 
 
-async def _serve(request: web.Request, names: list[str], combined: bool) -> web.WebSocketResponse:
+def resolve_url_streams(
+    hub: StreamHub, names: list[str], *, raw_path: bool
+) -> tuple[list[StreamSpec], list[PrivateStream]]:
+    """What the streams of a connection URL stand for (see the module docstring): market
+    streams, private streams (listen keys), or, for ``/ws/<label>`` alone, nothing.
+    StreamNameError (with the offending name) for anything else."""
+    specs: list[StreamSpec] = []
+    private: list[PrivateStream] = []
+    for name in names:
+        if "@" in name:
+            specs.append(parse(name, hub.exchange.listing))
+            continue
+        found = hub.resolve_private(name)
+        if found is not None:
+            private.append(found)
+        elif not (raw_path and len(names) == 1 and CONNECTION_LABEL.match(name)):
+            raise StreamNameError(name)
+    return specs, private
+
+
+async def _serve(
+    request: web.Request, names: list[str], combined: bool, *, raw_path: bool = False
+) -> web.WebSocketResponse:
     hub = request.app[STREAM_HUB]
     ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
@@ -205,21 +241,22 @@ async def _serve(request: web.Request, names: list[str], combined: bool) -> web.
         hub.counters.disconnects["limit"] = hub.counters.disconnects.get("limit", 0) + 1
         await ws.close(code=CLOSE_TRY_AGAIN_LATER, message=b"Too many connections")
         return ws
-    specs: list[StreamSpec] = []
-    for name in names:
-        try:
-            specs.append(parse(name, hub.exchange.listing))
-        except StreamNameError:
-            reason = f"Invalid stream name: {name}".encode()[:123]
-            await ws.close(code=CLOSE_POLICY, message=reason)
-            return ws
-    if len({s.name for s in specs}) > hub.max_streams_per_connection:
+    try:
+        specs, private = resolve_url_streams(hub, names, raw_path=raw_path)
+    except StreamNameError as err:
+        reason = f"Invalid stream name: {err.args[0]}".encode()[:123]
+        await ws.close(code=CLOSE_POLICY, message=reason)
+        return ws
+    wanted = {s.name for s in specs} | {p.key for p in private}
+    if len(wanted) > hub.max_streams_per_connection:
         await ws.close(code=CLOSE_POLICY, message=b"Too many streams")
         return ws
     conn = hub.connect(ws, combined)
     conn.transport = request.transport
     for spec in specs:
         hub.subscribe(conn, spec)
+    for stream in private:
+        hub.subscribe_key(conn, stream.key, stream.name)
     writer = asyncio.create_task(conn.write())
     keep_alive = asyncio.create_task(conn.keep_alive())
     try:
@@ -254,7 +291,7 @@ async def _serve(request: web.Request, names: list[str], combined: bool) -> web.
 
 async def raw_streams(request: web.Request) -> web.WebSocketResponse:
     names = request.match_info.get("streams", "")
-    return await _serve(request, names.split("/") if names else [], combined=False)
+    return await _serve(request, names.split("/") if names else [], combined=False, raw_path=True)
 
 
 async def combined_streams(request: web.Request) -> web.WebSocketResponse:

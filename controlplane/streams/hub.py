@@ -30,8 +30,11 @@ exact once the feed has passed the point where the seed was read.
 Private streams. Subscription keys are strings: public stream names (:mod:`.names`) or
 private keys (any string containing ``:``, e.g. :func:`account_key`), which no client can
 subscribe to by name. A user-data module registers an entry listener
-(:meth:`StreamHub.add_listener`), subscribes its connections to an account key
-(:meth:`StreamHub.subscribe_key`) and sends with :meth:`StreamHub.publish`.
+(:meth:`StreamHub.add_listener`), subscribes its connections to a private key
+(:meth:`StreamHub.subscribe_key`, with the name combined frames show as ``"stream"``) and
+sends with :meth:`StreamHub.publish`. It also sets :attr:`StreamHub.resolve_private`, which
+turns a URL segment (a listen key) into a :class:`PrivateStream`; the hub never stores how
+a private stream was named beyond the display name its subscribers already know.
 
 Complexity: consuming an entry is O(events) plus, for each trade, O(intervals) candle
 updates; recomputing a best price after its level empties is O(levels of that side).
@@ -90,6 +93,20 @@ def account_key(account: int) -> str:
 
 def _ms(ns: int) -> int:
     return ns // 1_000_000
+
+
+@dataclass(frozen=True)
+class PrivateStream:
+    """A private stream a URL segment stands for: the subscription ``key`` (contains ``:``)
+    and the ``name`` combined frames show as ``"stream"`` (Binance: the listen key)."""
+
+    key: str
+    name: str = field(repr=False)
+    """A bearer secret for listen keys: never logged."""
+
+
+def _no_private_streams(segment: str) -> PrivateStream | None:
+    return None
 
 
 @dataclass
@@ -314,6 +331,10 @@ class StreamHub:
         self.covered_ns = 0
         self.seeded = False
         self.listeners: list[Listener] = []
+        self.resolve_private: Callable[[str], PrivateStream | None] = _no_private_streams
+        """What a URL segment without ``@`` stands for (set by the user-data module)."""
+        self.stream_names: dict[str, str] = {}
+        """Display names of the private keys that have subscribers (for combined frames)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticks = 0
 
@@ -337,10 +358,13 @@ class StreamHub:
             self.markets_state(spec.market).partial_dirty[spec.speed_ms] = True
         self._add(conn, spec.name, spec)
 
-    def subscribe_key(self, conn: Connection, key: str) -> None:
-        """Subscribe a connection to a private key (``account_key``)."""
+    def subscribe_key(self, conn: Connection, key: str, name: str | None = None) -> None:
+        """Subscribe a connection to a private key (``account_key``); combined frames show
+        ``name`` (default: the key) as their ``"stream"``."""
         if ":" not in key:
             raise ValueError(f"{key!r} is not a private key")
+        if name is not None:
+            self.stream_names[key] = name
         self._add(conn, key, None)
 
     def _add(self, conn: Connection, key: str, spec: StreamSpec | None) -> None:
@@ -356,6 +380,7 @@ class StreamHub:
             subs.discard(conn)
             if not subs:
                 del self.subscribers[key]
+                self.stream_names.pop(key, None)
 
     def unsubscribe_all(self, conn: Connection) -> None:
         for key in list(conn.streams):
@@ -376,7 +401,8 @@ class StreamHub:
         for conn in list(subs):
             if conn.combined:
                 if not wrapped:
-                    wrapped = f'{{"stream":{msgspec.json.encode(key).decode()},"data":{raw}}}'
+                    name = msgspec.json.encode(self.stream_names.get(key, key)).decode()
+                    wrapped = f'{{"stream":{name},"data":{raw}}}'
                 conn.enqueue(wrapped, kind, timestamp_ns)
             else:
                 conn.enqueue(raw, kind, timestamp_ns)
