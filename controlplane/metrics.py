@@ -13,9 +13,11 @@ several servers can run in one process. Four sources:
   client went away before the answer counts as code ``499``. A WebSocket upgrade is counted
   but not timed (its handler runs as long as the connection).
 * **WebSocket** — ``bourse_ws_clients``, ``bourse_ws_messages_sent_total{stream}``,
-  ``bourse_ws_delivery_lag_seconds``, fed by the stream modules through the helpers
-  :func:`ws_client_opened`, :func:`ws_client_closed`, :func:`ws_messages_sent` and
-  :func:`observe_ws_delivery_lag` (no-ops on an app without this module).
+  ``bourse_ws_delivery_lag_seconds``: :class:`StreamCollector` reads the stream hub's
+  counters (:class:`controlplane.streams.hub.HubCounters`, plain integers the hub keeps as
+  it sends) at scrape time. ``stream`` is the kind of frame in snake case (``depth``,
+  ``depth_partial``, ``trade``, ``agg_trade``, ``kline``, ``book_ticker``, ``ticker``,
+  ``mini_ticker``, ``response``), and ``user`` for every user-data-stream event.
 * **Node, gateway, control plane** — :class:`NodeCollector` reads ``Node.stats()`` and
   ``Node.gateway_stats()`` at scrape time (relaxed atomics in the node: nothing is polled
   between scrapes); the gateway's figures are left out while no gateway runs. The latency
@@ -65,7 +67,7 @@ from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -91,6 +93,7 @@ from controlplane.messages import (
     Trade,
     Withdrawn,
 )
+from controlplane.streams.hub import LAG_BUCKETS_SECONDS, HubCounters
 
 UNMATCHED = "unmatched"
 """The ``route`` label of requests that matched no route (404, 405)."""
@@ -98,7 +101,6 @@ CLIENT_GONE = "499"
 """The ``code`` label of requests whose client disconnected before the answer."""
 STREAM_KINDS = ("depth", "depth_partial", "trade", "kline", "book_ticker", "user")
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-WS_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 ALL_LEVELS = 1 << 31
 """``Node.depth`` levels argument meaning "the whole side"."""
 SIDES: tuple[Side, Side] = ("buy", "sell")
@@ -408,6 +410,59 @@ class NodeCollector(Collector):
 # --- the app's metrics ----------------------------------------------------------------------
 
 
+USER_EVENTS = frozenset(
+    {"executionReport", "outboundAccountPosition", "balanceUpdate", "listenKeyExpired"}
+)
+
+
+def stream_label(kind: str) -> str:
+    """The ``stream`` label of a hub frame kind: ``user`` for the user data stream's
+    events, else the kind in snake case (``partialDepth`` → ``depth_partial``)."""
+    if kind in USER_EVENTS:
+        return "user"
+    if kind == "partialDepth":
+        return "depth_partial"
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in kind)
+
+
+class StreamCollector(Collector):
+    """The WebSocket figures, read from the stream hub's counters at scrape time (no hub
+    yet, or none in this app: zeros). Lag buckets are the hub's, made cumulative."""
+
+    def __init__(self) -> None:
+        self.counters: HubCounters | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.counters
+        clients = GaugeMetricFamily("bourse_ws_clients", "WebSocket clients connected.")
+        clients.add_metric([], 0 if c is None else c.clients)
+        yield clients
+        sent = CounterMetricFamily(
+            "bourse_ws_messages_sent", "WebSocket frames sent, by stream kind.", labels=["stream"]
+        )
+        totals = dict.fromkeys(STREAM_KINDS, 0)
+        if c is not None:
+            for kind, n in c.messages_sent.items():
+                label = stream_label(kind)
+                totals[label] = totals.get(label, 0) + n
+        for label, n in sorted(totals.items()):
+            sent.add_metric([label], n)
+        yield sent
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        per_bucket = [0] * (len(LAG_BUCKETS_SECONDS) + 1) if c is None else c.delivery_lag_buckets
+        for bound, n in zip(LAG_BUCKETS_SECONDS, per_bucket, strict=False):
+            running += n
+            buckets.append((repr(bound), running))
+        buckets.append(("+Inf", running + per_bucket[-1]))
+        lag = HistogramMetricFamily(
+            "bourse_ws_delivery_lag_seconds",
+            "From the engine's timestamp of an event to its frame being written.",
+        )
+        lag.add_metric([], buckets, 0.0 if c is None else c.delivery_lag_seconds_sum)
+        yield lag
+
+
 class Metrics:
     """Every figure of one app, in its own registry."""
 
@@ -427,21 +482,8 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=r,
         )
-        self.ws_clients = Gauge("bourse_ws_clients", "WebSocket clients connected.", registry=r)
-        self.ws_messages = Counter(
-            "bourse_ws_messages_sent",
-            "WebSocket frames sent, by stream kind.",
-            ["stream"],
-            registry=r,
-        )
-        for kind in STREAM_KINDS:
-            self.ws_messages.labels(kind)
-        self.ws_delivery_lag = Histogram(
-            "bourse_ws_delivery_lag_seconds",
-            "From the engine's timestamp of an event to its frame being written.",
-            buckets=WS_LAG_BUCKETS,
-            registry=r,
-        )
+        self.streams = StreamCollector()
+        r.register(self.streams)
         self.business = BusinessFigures()
         r.register(NodeCollector(exchange))
         r.register(BusinessCollector(self.business, exchange.listing))
@@ -507,37 +549,19 @@ def setup(app: web.Application, exchange: Exchange) -> None:
         known.extend(DEMO_ACCOUNTS.values())
     from_seq = metrics.business.seed(exchange.node, known)
     exchange.feed.subscribe("metrics", metrics.business.consume, from_seq)
+    app.on_startup.append(_attach_stream_hub)
+
+
+async def _attach_stream_hub(app: web.Application) -> None:
+    """The stream hub is set up after this module; its counters are found at start."""
+    from controlplane.api.streams import STREAM_HUB
+
+    hub = app.get(STREAM_HUB)
+    if hub is not None:
+        app[METRICS].streams.counters = hub.counters
 
 
 # --- helpers for other modules --------------------------------------------------------------
-
-
-def ws_client_opened(app: web.Application) -> None:
-    """A WebSocket client connected."""
-    metrics = app.get(METRICS)
-    if metrics is not None:
-        metrics.ws_clients.inc()
-
-
-def ws_client_closed(app: web.Application) -> None:
-    """A WebSocket client went away."""
-    metrics = app.get(METRICS)
-    if metrics is not None:
-        metrics.ws_clients.dec()
-
-
-def ws_messages_sent(app: web.Application, stream: str, count: int = 1) -> None:
-    """``count`` frames of a stream kind (one of :data:`STREAM_KINDS`) were written."""
-    metrics = app.get(METRICS)
-    if metrics is not None:
-        metrics.ws_messages.labels(stream).inc(count)
-
-
-def observe_ws_delivery_lag(app: web.Application, seconds: float) -> None:
-    """A frame was written ``seconds`` after the engine's timestamp of its event."""
-    metrics = app.get(METRICS)
-    if metrics is not None:
-        metrics.ws_delivery_lag.observe(max(0.0, seconds))
 
 
 def track_accounts(app: web.Application, accounts: Iterable[int]) -> None:

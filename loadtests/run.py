@@ -2,7 +2,8 @@
 
 Uses the exchange at ``--host`` (default ``http://127.0.0.1:8080``) if it answers
 ``/api/v3/ping``; otherwise starts ``bourse serve`` (the demo config, ``bourse.toml``) for the
-run and stops it afterwards (SIGINT: drain, snapshot, close). Locust's HTML report and CSV
+run, with the rate limits lifted (all users share one address), and stops it afterwards
+(SIGINT: drain, snapshot, close). Locust's HTML report and CSV
 stats go to ``--reports`` (default ``reports/``): ``locust.html``, ``locust_stats.csv``,
 ``locust_failures.csv``, ``locust_stats_history.csv``. Exit status: Locust's (non-zero when
 any request failed).
@@ -23,6 +24,14 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+UNLIMITED = {
+    "BOURSE_LIMITS_REQUEST_WEIGHT_PER_MINUTE": str(10**9),
+    "BOURSE_LIMITS_ORDERS_PER_10S": str(10**9),
+    "BOURSE_LIMITS_ORDERS_PER_DAY": str(10**9),
+}
+"""Every simulated user connects from this machine's one address, and the request-weight
+limit is per address: a server started for a load test lifts the limits (a server that is
+already running keeps its own; see loadtests/README.md)."""
 BIN = Path(sys.executable).parent
 
 
@@ -49,7 +58,7 @@ def start_server(data_dir: str) -> tuple[subprocess.Popen[str], str, str]:
             "127.0.0.1:0",
         ],
         cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, **UNLIMITED, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

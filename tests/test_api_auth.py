@@ -325,9 +325,9 @@ async def probe_app(server: Server, limiter: RateLimiter) -> AsyncIterator[str]:
     app = web.Application(middlewares=[error_middleware, rate_limit_middleware])
     app[ACCOUNTS] = accounts_of(server)
     app[LIMITER] = limiter
-    app.router.add_post("/probe/order", probe_order)
-    app.router.add_post("/probe/withdraw", probe_withdraw)
-    app.router.add_post("/probe/listenKey", probe_listen_key)
+    app.router.add_post("/api/v3/probe/order", probe_order)
+    app.router.add_post("/api/v3/probe/withdraw", probe_withdraw)
+    app.router.add_post("/api/v3/probe/listenKey", probe_listen_key)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -362,14 +362,14 @@ def test_frozen_user_orders_limit_and_api_key_only(tmp_path: Path) -> None:
                 # Orders count per key: headers, then -1015 / 429 with Retry-After.
                 for n in (1, 2, 3):
                     status, body, headers = await post_signed(
-                        http, f"{base}/probe/order", api_key, secret, "symbol=BTCUSDT"
+                        http, f"{base}/api/v3/probe/order", api_key, secret, "symbol=BTCUSDT"
                     )
                     assert status == 200, body
                     assert body == {"account": user["accountId"], "params": {"symbol": "BTCUSDT"}}
                     assert headers["X-MBX-ORDER-COUNT-10S"] == str(n)
                     assert headers["X-MBX-ORDER-COUNT-1D"] == str(n)
                 status, body, headers = await post_signed(
-                    http, f"{base}/probe/order", api_key, secret, "symbol=BTCUSDT"
+                    http, f"{base}/api/v3/probe/order", api_key, secret, "symbol=BTCUSDT"
                 )
                 assert (status, body) == (
                     429,
@@ -382,25 +382,25 @@ def test_frozen_user_orders_limit_and_api_key_only(tmp_path: Path) -> None:
                 assert headers["X-MBX-ORDER-COUNT-10S"] == "3"
                 # A request refused before the count (bad signature) does not count.
                 status, body, _ = await post_signed(
-                    http, f"{base}/probe/order", api_key, "wrong", "symbol=BTCUSDT"
+                    http, f"{base}/api/v3/probe/order", api_key, "wrong", "symbol=BTCUSDT"
                 )
                 assert (status, body["code"]) == (400, -1022)
                 assert limiter.order_headers(key["id"], extra=0)["X-MBX-ORDER-COUNT-10S"] == "3"
 
                 # No withdraw permission: -2015. USER_STREAM style: the key alone.
                 status, body, _ = await post_signed(
-                    http, f"{base}/probe/withdraw", api_key, secret, "asset=BTC"
+                    http, f"{base}/api/v3/probe/withdraw", api_key, secret, "asset=BTC"
                 )
                 assert (status, body["code"]) == (401, -2015)
                 async with http.post(
-                    f"{base}/probe/listenKey", headers={"X-MBX-APIKEY": api_key}
+                    f"{base}/api/v3/probe/listenKey", headers={"X-MBX-APIKEY": api_key}
                 ) as response:
                     assert response.status == 200
                     assert await response.json() == {
                         "account": user["accountId"],
                         "keyId": key["id"],
                     }
-                async with http.post(f"{base}/probe/listenKey") as response:
+                async with http.post(f"{base}/api/v3/probe/listenKey") as response:
                     assert response.status == 401
                     assert (await response.json())["code"] == -2014
 
@@ -411,7 +411,7 @@ def test_frozen_user_orders_limit_and_api_key_only(tmp_path: Path) -> None:
                 await accounts.set_frozen(found, True)
                 limiter.clock_ms = lambda: fixed + 10_000  # the next 10 s window
                 status, body, _ = await post_signed(
-                    http, f"{base}/probe/order", api_key, secret, "symbol=BTCUSDT"
+                    http, f"{base}/api/v3/probe/order", api_key, secret, "symbol=BTCUSDT"
                 )
                 assert (status, body["code"]) == (401, -2015)
                 status, body, _ = await signed_get(http, server, ACCOUNT, api_key, secret)
@@ -423,7 +423,7 @@ def test_frozen_user_orders_limit_and_api_key_only(tmp_path: Path) -> None:
                 assert unfrozen is not None
                 await accounts.set_frozen(unfrozen, False)
                 status, body, _ = await post_signed(
-                    http, f"{base}/probe/order", api_key, secret, "symbol=BTCUSDT"
+                    http, f"{base}/api/v3/probe/order", api_key, secret, "symbol=BTCUSDT"
                 )
                 assert status == 200, body
         finally:
@@ -491,6 +491,13 @@ def test_request_weight_limit(tmp_path: Path) -> None:
                     else:
                         assert response.status == 429
                     assert response.headers["X-MBX-USED-WEIGHT-1M"] == str(used)
+                # Prometheus scraping from the same address is never refused, and neither
+                # is the operator API: the limit is the public APIs'.
+                async with http.get(server.base_url + "/metrics") as response:
+                    assert response.status == 200
+                    assert "X-MBX-USED-WEIGHT-1M" not in response.headers
+                async with http.get(server.base_url + "/admin/v1/health") as response:
+                    assert response.status == 401  # no operator token: refused, not limited
                 # The next minute starts afresh.
                 limiter.clock_ms = lambda: minute + 60_000
                 status, body, headers = await signed_get(

@@ -16,15 +16,10 @@ import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane import messages as m
+from controlplane.api.streams import STREAM_HUB
 from controlplane.bridge import EventFeed
 from controlplane.demo import BTC, DEMO_ACCOUNTS, ETH, MARKETS, USDT
-from controlplane.metrics import (
-    METRICS,
-    observe_ws_delivery_lag,
-    ws_client_closed,
-    ws_client_opened,
-    ws_messages_sent,
-)
+from controlplane.metrics import METRICS
 from controlplane.serve import Server, start
 from tests.test_serve import config
 
@@ -268,21 +263,28 @@ def test_metrics_of_a_running_exchange(tmp_path: Path) -> None:
                 }
                 assert rejects == {reason: float(n) for reason, n in tally.rejects.items()}
 
-                # --- WebSocket figures, as the stream modules report them.
-                ws_client_opened(app)
-                ws_client_opened(app)
-                ws_client_closed(app)
-                ws_messages_sent(app, "trade", 3)
-                observe_ws_delivery_lag(app, 0.002)
-                ws = await scrape(http, server)
-                assert value(ws, "bourse_ws_clients") == value(s, "bourse_ws_clients") + 1
-                for kind in ("depth", "depth_partial", "trade", "kline", "book_ticker", "user"):
-                    grew = value(ws, "bourse_ws_messages_sent_total", stream=kind) - value(
-                        s, "bourse_ws_messages_sent_total", stream=kind
-                    )
-                    assert grew == (3 if kind == "trade" else 0), kind
-                lag_count = "bourse_ws_delivery_lag_seconds_count"
-                assert value(ws, lag_count) == value(s, lag_count) + 1
+                # --- WebSocket figures: two real clients on the trade stream.
+                hub = server.runner.app[STREAM_HUB]
+                sockets = [
+                    await http.ws_connect(server.base_url + "/ws/btcusdt@trade") for _ in range(2)
+                ]
+                try:
+                    for ws in sockets:  # the demo market maker's taker trades every few rounds
+                        frame = await asyncio.wait_for(ws.receive_json(), 30)
+                        assert frame["e"] == "trade"
+                    ws_scrape = await scrape(http, server)
+                    counters = hub.counters
+                    assert value(ws_scrape, "bourse_ws_clients") == counters.clients >= 2
+                    sent = value(ws_scrape, "bourse_ws_messages_sent_total", stream="trade")
+                    assert sent == counters.messages_sent["trade"] >= 2
+                    assert value(ws_scrape, "bourse_ws_messages_sent_total", stream="user") == 0
+                    lag_count = value(ws_scrape, "bourse_ws_delivery_lag_seconds_count")
+                    assert lag_count == counters.delivery_lag_count >= 2
+                    inf = value(ws_scrape, "bourse_ws_delivery_lag_seconds_bucket", le="+Inf")
+                    assert inf == lag_count
+                finally:
+                    for ws in sockets:
+                        await ws.close()
 
                 # --- without a gateway its figures are left out; the rest stays.
                 await asyncio.to_thread(node.stop_gateway)

@@ -234,8 +234,16 @@ class RateLimiter:
 LIMITER = web.AppKey("rate_limiter", RateLimiter)
 
 
+LIMITED_PREFIXES = ("/api/", "/sapi/")
+"""The request-weight limit covers the public APIs (as Binance's); the operator API and the
+Prometheus endpoint are not client traffic and are never refused for it (a scrape from the
+same address as a busy client must not fail)."""
+
+
 @web.middleware
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith(LIMITED_PREFIXES):
+        return await handler(request)
     limiter = request.app[LIMITER]
     weight = getattr(request.match_info.handler, WEIGHT_ATTR, 1)
     if callable(weight):
