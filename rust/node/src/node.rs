@@ -383,6 +383,9 @@ struct PublisherRegistration {
     acks_lost: Arc<AtomicBool>,
     /// `false` for a client that takes its results from a subscription instead.
     wants_acks: bool,
+    /// Called after a burst pushed acknowledgements into this client's ring (see
+    /// [`Node::client_with_notify`]).
+    notify: Option<Notify>,
 }
 
 /// A sequenced command on its way to the engine.
@@ -608,6 +611,7 @@ impl Node {
             subscribers: Vec::new(),
             burst: Vec::with_capacity(PUBLISH_BURST),
             entries: Vec::with_capacity(PUBLISH_BURST),
+            notify_clients: Vec::new(),
             rounds: 0,
         };
         let mut hooks = None;
@@ -697,7 +701,15 @@ impl Node {
 
     /// A new client whose commands are journaled under `source` (see [`Origin::source`]).
     pub fn client_for(&self, source: u64) -> Result<Client, NodeError> {
-        self.new_client(source, true)
+        self.new_client(source, true, None)
+    }
+
+    /// [`Node::client_for`], and have the publisher call `notify` after each burst in which
+    /// it pushed acknowledgements into this client's ring, so that a reader can sleep until
+    /// then instead of polling. `notify` runs on the publisher thread and must be quick and
+    /// never block for long (set a flag and signal a condition variable, typically).
+    pub fn client_with_notify(&self, source: u64, notify: Notify) -> Result<Client, NodeError> {
+        self.new_client(source, true, Some(notify))
     }
 
     /// A client that gets no acknowledgements: it learns what its commands did from a
@@ -705,10 +717,15 @@ impl Node {
     /// origin. The publisher then builds no acknowledgement for it (no copy of the events,
     /// no allocation). [`Client::call`] and the ack readers return nothing for it.
     pub fn client_without_acks(&self, source: u64) -> Result<Client, NodeError> {
-        self.new_client(source, false)
+        self.new_client(source, false, None)
     }
 
-    fn new_client(&self, source: u64, wants_acks: bool) -> Result<Client, NodeError> {
+    fn new_client(
+        &self,
+        source: u64,
+        wants_acks: bool,
+        notify: Option<Notify>,
+    ) -> Result<Client, NodeError> {
         if self.shared.stop.load(Ordering::Acquire) {
             return Err(NodeError::Stopped);
         }
@@ -727,6 +744,7 @@ impl Node {
                 acks: acks_tx,
                 acks_lost: acks_lost.clone(),
                 wants_acks,
+                notify,
             })
             .map_err(|_| NodeError::Stopped)?;
         self.register_sequencer
@@ -1589,6 +1607,8 @@ struct PublisherStage {
     subscribers: Vec<SubscriberRegistration>,
     burst: Vec<Output>,
     entries: Vec<Arc<CommandEvents>>,
+    /// Clients with a notify that got acknowledgements in the current burst (a few).
+    notify_clients: Vec<u32>,
     rounds: u64,
 }
 
@@ -1681,6 +1701,9 @@ impl Stage for PublisherStage {
                         timestamp_ns: out.timestamp_ns,
                         events: out.events.clone(),
                     };
+                    if c.notify.is_some() && !self.notify_clients.contains(&out.client) {
+                        self.notify_clients.push(out.client);
+                    }
                     if c.acks.push(ack).is_err() && !c.acks.is_abandoned() {
                         self.shared.counters.acks_dropped.fetch_add(1, Ordering::Relaxed);
                         if !c.acks_lost.swap(true, Ordering::AcqRel) {
@@ -1699,6 +1722,13 @@ impl Stage for PublisherStage {
             let _ = self.recycle.push(out.events);
         }
         self.burst = burst;
+        for id in self.notify_clients.drain(..) {
+            if let Some(Some(PublisherRegistration { notify: Some(notify), .. })) =
+                self.clients.get(id as usize)
+            {
+                notify();
+            }
+        }
         Step::Worked
     }
 

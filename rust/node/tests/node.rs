@@ -1,5 +1,6 @@
 //! The node end to end, in process: submit, acknowledge, stop, recover, read events.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bourse_engine::*;
@@ -650,6 +651,53 @@ fn latency_histograms_and_ring_depths_follow_the_commands(p: Pipeline) {
     node.stop().unwrap();
 }
 
+/// A client made with a notify is rung after its acknowledgements are in its ring: a reader
+/// that sleeps until rung, then drains the ring, gets every acknowledgement without polling.
+fn a_notifying_client_is_rung_after_its_acknowledgements_arrive(p: Pipeline) {
+    use std::sync::{Condvar, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(config(dir.path(), p)).unwrap();
+    let bell = Arc::new((Mutex::new(0u64), Condvar::new()));
+    let ringer = bell.clone();
+    let mut client = node
+        .client_with_notify(
+            7,
+            Arc::new(move || {
+                *ringer.0.lock().unwrap() += 1;
+                ringer.1.notify_one();
+            }),
+        )
+        .unwrap();
+    let commands = setup();
+    for (i, c) in commands.iter().enumerate() {
+        client.submit(*c, i as u64 + 1).unwrap();
+    }
+    let mut acks = Vec::new();
+    let mut rings_seen = 0;
+    while acks.len() < commands.len() {
+        while let Some(ack) = client.try_ack() {
+            acks.push(ack);
+        }
+        if acks.len() == commands.len() {
+            break;
+        }
+        // Sleep until rung (no polling): a ring that came before this wait is not lost,
+        // since the count is compared with what was seen.
+        let guard = bell.0.lock().unwrap();
+        let (guard, timeout) = bell
+            .1
+            .wait_timeout_while(guard, Duration::from_secs(10), |rings| *rings == rings_seen)
+            .unwrap();
+        assert!(!timeout.timed_out(), "no ring for {} acknowledgements", commands.len());
+        rings_seen = *guard;
+    }
+    let correlations: Vec<u64> = acks.iter().map(|a| a.correlation).collect();
+    assert_eq!(correlations, (1..=commands.len() as u64).collect::<Vec<_>>());
+    assert!(*bell.0.lock().unwrap() >= 1);
+    assert!(*bell.0.lock().unwrap() <= commands.len() as u64, "at most one ring per burst");
+    node.stop().unwrap();
+}
+
 macro_rules! in_both_pipelines {
     ($($name:ident),* $(,)?) => {
         mod threads {
@@ -677,4 +725,5 @@ in_both_pipelines!(
     streaming_events_equals_reading_them_one_by_one,
     a_query_says_which_command_its_state_follows,
     latency_histograms_and_ring_depths_follow_the_commands,
+    a_notifying_client_is_rung_after_its_acknowledgements_arrive,
 );

@@ -27,8 +27,10 @@
 //! on the hot path) without risk of deadlock.
 //!
 //! Cost: `send` is one msgpack decode and one ring push, O(command size); `wait_acks` is
-//! O(acks returned) plus their encoding. While commands are in flight the receiver polls the
-//! ring (yield, then ~20 µs sleeps); with none in flight it parks until a `send`.
+//! O(acks returned) plus their encoding. The receiver never polls: while commands are in
+//! flight it sleeps on an [`AckBell`] that the node's publisher rings after each burst that
+//! brought this client acknowledgements (`Node::client_with_notify`); with none in flight it
+//! parks until a `send`.
 
 use std::collections::VecDeque;
 use std::io::Cursor;
@@ -51,6 +53,34 @@ pub(crate) const MESSAGE_VERSION: u32 = 1;
 /// How long a receiver with nothing in flight parks before it looks at the node's state
 /// again (bounds how long it takes to notice a stop).
 const IDLE_PARK: Duration = Duration::from_millis(50);
+
+/// The publisher's wake-up for a receiver waiting for acknowledgements: a flag and a
+/// condition variable. The flag is set after the acknowledgements are in the ring, and the
+/// receiver looks at the ring again after it finds the flag set (and clears it) or times
+/// out, so no wake-up is lost: one that comes between the receiver's look at the ring and its
+/// wait leaves the flag set, and the wait returns at once.
+#[derive(Default)]
+pub(crate) struct AckBell {
+    rung: Mutex<bool>,
+    ring: Condvar,
+}
+
+impl AckBell {
+    /// Called by the node's publisher thread: set the flag, wake the receiver.
+    pub(crate) fn ring(&self) {
+        *lock(&self.rung) = true;
+        self.ring.notify_one();
+    }
+
+    /// Wait until rung (then clear the flag) or `timeout` passes.
+    fn wait(&self, timeout: Duration) {
+        let mut rung = lock(&self.rung);
+        if !*rung {
+            rung = self.ring.wait_timeout(rung, timeout).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        *rung = false;
+    }
+}
 
 /// Where the node is in its life, as the clients see it (set by `Node.stop`).
 #[derive(Default)]
@@ -168,13 +198,17 @@ pub struct PyNodeClient {
     /// At most this many commands in flight (the node's ring capacity).
     capacity: usize,
     lifecycle: std::sync::Arc<Lifecycle>,
+    /// Rung by the node's publisher when acknowledgements arrive.
+    bell: std::sync::Arc<AckBell>,
 }
 
 impl PyNodeClient {
+    /// `client` must have been made with `Node::client_with_notify` ringing `bell`.
     pub(crate) fn new(
         client: Client,
         capacity: usize,
         lifecycle: std::sync::Arc<Lifecycle>,
+        bell: std::sync::Arc<AckBell>,
     ) -> PyNodeClient {
         PyNodeClient {
             state: Mutex::new(State {
@@ -185,6 +219,7 @@ impl PyNodeClient {
             sent: Condvar::new(),
             capacity: capacity.max(1),
             lifecycle,
+            bell,
         }
     }
 
@@ -192,7 +227,6 @@ impl PyNodeClient {
     /// `max` of them, or `timeout` passes (then none).
     fn collect(&self, max: usize, timeout: Duration) -> Result<Vec<(u64, Ack)>> {
         let deadline = Instant::now().checked_add(timeout);
-        let mut polls = 0u32;
         loop {
             // Read before draining: once STOPPED, an empty ring stays empty.
             let life = self.lifecycle.get();
@@ -230,7 +264,6 @@ impl PyNodeClient {
                 }
                 let park = left.min(IDLE_PARK);
                 drop(self.sent.wait_timeout(guard, park).unwrap_or_else(PoisonError::into_inner));
-                polls = 0;
                 continue;
             }
             if life == Lifecycle::STOPPED {
@@ -244,12 +277,8 @@ impl PyNodeClient {
             if left.is_zero() {
                 return Ok(acks);
             }
-            polls = polls.saturating_add(1);
-            if polls < 64 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(Duration::from_micros(20).min(left));
-            }
+            // Bounded, so a stop is noticed (the node's last acknowledgements ring it too).
+            self.bell.wait(left.min(IDLE_PARK));
         }
     }
 }

@@ -28,7 +28,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use pythonize::{depythonize, pythonize};
 
-use crate::client::{encode_entries, Lifecycle, PyNodeClient};
+use crate::client::{encode_entries, AckBell, Lifecycle, PyNodeClient};
 use crate::{command_from_py, parse_side, run_tool, Error, Result};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -368,8 +368,12 @@ impl PyNode {
 
     /// A new pipelined submission client with its own rings (see `NodeClient`).
     fn open_client(&self, py: Python<'_>) -> Result<PyNodeClient> {
-        let client = self.with_node(py, |node| Ok(node.client()?))?;
-        Ok(PyNodeClient::new(client, self.ring_capacity, self.lifecycle.clone()))
+        let bell = Arc::new(AckBell::default());
+        let ringer = bell.clone();
+        let client = self.with_node(py, |node| {
+            Ok(node.client_with_notify(0, Arc::new(move || ringer.ring()))?)
+        })?;
+        Ok(PyNodeClient::new(client, self.ring_capacity, self.lifecycle.clone(), bell))
     }
 
     /// The highest `Origin.reference` the node has applied for `source` (0 if none; source 0
