@@ -28,6 +28,10 @@ Invariants:
 - A TOTP code is accepted once: every acceptance records its 30-second step and only
   later steps are accepted afterwards (codes of the previous, current and next step are
   valid, for clock drift).
+- TOTP codes cannot be guessed at the request rate: after :data:`TOTP_MAX_FAILURES` wrong
+  codes for a user within :data:`TOTP_FAILURE_WINDOW_MS`, every code of that user (right or
+  wrong) is refused with ``-1003`` (429, ``Retry-After``) until the window ends (counted in
+  memory: a restart clears the counts).
 - Every notification carries the user's anti-phishing code (or says that none is set).
 
 Complexity: every lookup is one indexed SQLite query, O(log n); API keys used for signed
@@ -65,6 +69,7 @@ from controlplane import Node, NodeError
 from controlplane.api.errors import (
     INVALID_PARAMETER,
     PARAM_NOT_REQUIRED,
+    TOO_MANY_REQUESTS,
     UNAUTHORIZED,
     UNKNOWN,
     ApiError,
@@ -83,15 +88,19 @@ FIRST_KEY_ID = 1000
 """API key ids start here (the demo's own gateway keys use 1 to 99)."""
 SESSION_TTL_MS = 24 * 3600 * 1000
 PASSWORD_MIN, PASSWORD_MAX = 12, 1024
-USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
-ANTI_PHISHING = re.compile(r"^[A-Za-z0-9]{4,20}$")
+USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}\Z")
+ANTI_PHISHING = re.compile(r"^[A-Za-z0-9]{4,20}\Z")
 KEY_ALPHABET = string.ascii_letters + string.digits
 KEY_LENGTH = 64
-API_KEY_FORMAT = re.compile(r"^[A-Za-z0-9]{64}$")
+API_KEY_FORMAT = re.compile(r"^[A-Za-z0-9]{64}\Z")
 LABEL_MAX = 64
 MAX_IPS = 30
 TOTP_STEP_S = 30
 TOTP_ISSUER = "Bourse"
+TOTP_MAX_FAILURES = 5
+TOTP_FAILURE_WINDOW_MS = 5 * 60 * 1000
+SQLITE_INT_MAX = 2**63 - 1
+"""The largest id a SQLite INTEGER holds; larger ids name no row."""
 
 Permission = Literal["read", "trade", "withdraw"]
 PERMISSIONS: tuple[Permission, ...] = ("read", "trade", "withdraw")
@@ -270,6 +279,8 @@ class Accounts:
         self._credentials: dict[str, KeyCredentials] = {}
         self._registering: set[str] = set()
         self._dummy_hash: str | None = None
+        self._totp_failures: dict[int, tuple[int, int]] = {}
+        """user id -> (start of the failure window in ms, wrong codes in it)."""
         db.migrate("accounts", SCHEMA)
 
     # --- users ---------------------------------------------------------------------------
@@ -286,6 +297,8 @@ class Accounts:
         )
 
     def user(self, user_id: int) -> User | None:
+        if not 0 <= user_id <= SQLITE_INT_MAX:  # no such row (and SQLite could not bind it)
+            return None
         row = self.db.conn.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
         return None if row is None else self._user_from_row(row)
 
@@ -414,6 +427,8 @@ class Accounts:
 
     def session_user(self, token: str) -> User:
         """The user of a live session; -1002 (401) if the token is unknown or expired."""
+        if not token.isascii():  # a header's undecodable bytes (surrogates) hash to nothing
+            raise unauthorized("Invalid or expired session.")
         row = self.db.conn.execute(
             "SELECT user_id, expires_ms FROM sessions WHERE token_sha256 = ?",
             (_hash_token(token),),
@@ -530,6 +545,8 @@ class Accounts:
         return CreatedKey(key, secret_text)
 
     def api_key(self, key_id: int) -> ApiKey | None:
+        if not 0 <= key_id <= SQLITE_INT_MAX:
+            return None
         row = self.db.conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
         return None if row is None else self._key_from_row(row)
 
@@ -658,6 +675,24 @@ class Accounts:
         return self.box.open(row[0], self._totp_aad(user)).decode()
 
     def _accept_totp(self, user: User, code: str) -> bool:
+        now = self.clock_ms()
+        window_start, failures = self._totp_failures.get(user.id, (now, 0))
+        if now - window_start >= TOTP_FAILURE_WINDOW_MS:
+            window_start, failures = now, 0
+        if failures >= TOTP_MAX_FAILURES:
+            retry_s = -(-(window_start + TOTP_FAILURE_WINDOW_MS - now) // 1000)
+            raise ApiError(
+                TOO_MANY_REQUESTS,
+                "Too many wrong two-factor codes; try again later.",
+                429,
+                {"Retry-After": str(max(1, retry_s))},
+            )
+        if not self._check_totp_code(user, code):
+            self._totp_failures[user.id] = (window_start, failures + 1)
+            return False
+        return True
+
+    def _check_totp_code(self, user: User, code: str) -> bool:
         seed = self._totp_seed(user)
         if seed is None or not (len(code) == 6 and code.isascii() and code.isdigit()):
             return False

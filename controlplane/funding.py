@@ -129,9 +129,9 @@ CAPITAL_WITHDRAW_NOT_WHITE_ADDRESS = -4035
 CAPITAL_WITHDRAW_NEW_ADDRESS = -4036
 CAPITAL_USER_EMPTY = -4039
 
-ADDRESS = re.compile(r"^[A-Za-z0-9]{8,128}$")
-TX_ID = re.compile(r"^[A-Za-z0-9:_.-]{1,128}$")
-WITHDRAW_ORDER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+ADDRESS = re.compile(r"^[A-Za-z0-9]{8,128}\Z")
+TX_ID = re.compile(r"^[A-Za-z0-9:_.-]{1,128}\Z")
+WITHDRAW_ORDER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 LABEL_MAX = 64
 MAX_ADDRESSES = 200
 

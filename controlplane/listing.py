@@ -20,7 +20,7 @@ from controlplane import Node
 from controlplane.db import Database
 
 U64_MAX = 2**64 - 1
-_DECIMAL = re.compile(r"^(\d{1,20})(?:\.(\d{0,18}))?$")
+_DECIMAL = re.compile(r"^([0-9]{1,20})(?:\.([0-9]{0,18}))?\Z")
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from controlplane.db import Database
 TOKEN_PREFIX = "bop_"
 """Operator tokens start with this (so a leaked one is recognisable in a secret scan)."""
 LOGIN_TOKEN_TTL_MS = 12 * 3600 * 1000
-NAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+NAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}\Z")
 PASSWORD_MIN, PASSWORD_MAX = 12, 1024
 Role = Literal["admin", "auditor"]
 ROLES: tuple[Role, ...] = ("admin", "auditor")
@@ -201,7 +201,7 @@ class Operators:
 
     def authenticate(self, token: str) -> Operator | None:
         """The operator of a live token, or None."""
-        if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 128 or not token.isascii():
             return None
         row = self.db.conn.execute(
             "SELECT o.*, t.expires_ms FROM operator_tokens t "

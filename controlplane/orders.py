@@ -58,9 +58,9 @@ MODULE = "orders"
 ALLOCATED_BASE = 2**63
 """Engine client order ids from here up are allocated for non-numeric strings."""
 CLIENT_ID_RANGE = "^[a-zA-Z0-9-_]{1,36}$"
-CLIENT_ID = re.compile(r"^[a-zA-Z0-9\-_]{1,36}$")
+CLIENT_ID = re.compile(r"^[a-zA-Z0-9\-_]{1,36}\Z")
 DECIMAL_RANGE = "^([0-9]{1,20})(\\.[0-9]{1,20})?$"
-_DECIMAL = re.compile(r"^([0-9]{1,20})(?:\.([0-9]{1,20}))?$")
+_DECIMAL = re.compile(r"^([0-9]{1,20})(?:\.([0-9]{1,20}))?\Z")
 _BASE62 = string.digits + string.ascii_letters
 GENERATED_PREFIX = "x-"
 GENERATED_LENGTH = 22

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import sqlite3
 import stat
 import time
@@ -19,37 +20,27 @@ import pyotp
 import pytest
 import uvloop
 
-from controlplane.accounts import FIRST_USER_ACCOUNT, Accounts
+from controlplane.accounts import (
+    FIRST_USER_ACCOUNT,
+    TOTP_FAILURE_WINDOW_MS,
+    TOTP_MAX_FAILURES,
+    Accounts,
+)
 from controlplane.api.auth import ACCOUNTS
-from controlplane.config import ServerConfig, load_config
+from controlplane.config import ServerConfig
 from controlplane.db import FILE_NAME
 from controlplane.demo import DEMO_USER, DEPOSITS, KEYS_FILE
 from controlplane.gateway.client import LoginRejectedError, connect
 from controlplane.listing import fmt
 from controlplane.secretbox import KEY_FILE
 from controlplane.serve import Server, start
+from tests.servers import server_config
 
 PASSWORD = "correct horse battery"
 
 
 def config(data_dir: Path, limits: Mapping[str, int] | None = None) -> ServerConfig:
-    return load_config(
-        None,
-        env={},
-        overrides={
-            "server": {"data_dir": str(data_dir)},
-            "http": {"port": 0},
-            "gateway": {"listen": "127.0.0.1:0"},
-            "node": {
-                "durability": "write",
-                "order_capacity": 4096,
-                "levels_per_side": 256,
-                "snapshot_every_secs": 0,
-            },
-            "demo": {"quote_interval_ms": 200},
-            "limits": dict(limits or {}),
-        },
-    )
+    return server_config(data_dir, demo={"quote_interval_ms": 200}, limits=dict(limits or {}))
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
@@ -568,6 +559,120 @@ def test_demo_user_one_key_two_doors(tmp_path: Path) -> None:
                         key_id=trade["id"],
                         secret=trade["secretKey"].encode(),
                     )
+        finally:
+            await server.stop()
+
+    run(scenario)
+
+
+async def raw_request(server: Server, head: bytes) -> tuple[int, Any]:
+    """Send a request line and headers as raw bytes (a client library would refuse bytes that
+    are not UTF-8); the status and the JSON body."""
+    host, port = server.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(head + b"Host: bourse\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        response = await reader.read()
+    finally:
+        writer.close()
+    status_line, _, rest = response.partition(b"\r\n")
+    _, _, body = rest.partition(b"\r\n\r\n")
+    return int(status_line.split()[1]), json.loads(body)
+
+
+def test_review_regressions_tokens_names_ids_and_totp_guessing(tmp_path: Path) -> None:
+    """Regressions of the security review: non-UTF-8 session tokens, names with a trailing
+    newline, ids beyond SQLite's INTEGER, and TOTP codes guessed at the request rate."""
+
+    async def scenario() -> None:
+        server = await start(config(tmp_path / "bourse"))
+        try:
+            async with aiohttp.ClientSession() as http:
+                token, _ = await new_user(http, server, "grace")
+                # A bearer token of bytes that are not UTF-8: 401, not 500.
+                for path in (b"/api/v1/me", b"/api/v1/me/api-keys"):
+                    status, err = await raw_request(
+                        server, b"GET " + path + b" HTTP/1.1\r\nAuthorization: Bearer \xff\xfe\r\n"
+                    )
+                    assert (status, err["code"]) == (401, -1002), path
+                # `$` matched before a trailing newline: "grace\n" was a second, look-alike user.
+                body = {"username": "grace\n", "password": PASSWORD}
+                status, err = await call(http, server, "POST", "/api/v1/users", json=body)
+                assert (status, err["code"]) == (400, -1130), err
+                assert "'username'" in err["msg"]
+                status, err = await call(
+                    http,
+                    server,
+                    "PUT",
+                    "/api/v1/me/anti-phishing",
+                    json={"code": "abcd\n"},
+                    token=token,
+                )
+                assert (status, err["code"]) == (400, -1130), err
+                # An id beyond 2**63 - 1: -1100, not an OverflowError.
+                status, err = await call(
+                    http, server, "DELETE", "/api/v1/me/api-keys/9999999999999999999", token=token
+                )
+                assert (status, err["code"]) == (400, -1100), err
+                accounts = accounts_of(server)
+                assert accounts.user(2**63) is None
+                assert accounts.api_key(2**64) is None
+
+                # TOTP guessing: after TOTP_MAX_FAILURES wrong codes even the right one is
+                # refused (429, Retry-After) until the window ends; nothing is created.
+                offset_ms = 0
+                accounts.clock_ms = lambda: now_ms() + offset_ms
+                status, begun = await call(http, server, "POST", "/api/v1/me/totp", token=token)
+                assert status == 200
+                totp = pyotp.TOTP(begun["secret"])
+                status, _ = await call(
+                    http,
+                    server,
+                    "POST",
+                    "/api/v1/me/totp/confirm",
+                    json={"code": totp.at(accounts.clock_ms() / 1000)},
+                    token=token,
+                )
+                assert status == 200
+                offset_ms += 30_000
+                right = totp.at(accounts.clock_ms() / 1000)
+                now_s = accounts.clock_ms() / 1000
+                valid = {totp.at(now_s + drift) for drift in (-30, 0, 30)}
+                wrong = [str(n) * 6 for n in range(10) if str(n) * 6 not in valid]
+                withdraw = {"label": "w", "permissions": ["read", "withdraw"]}
+                for code in wrong[:TOTP_MAX_FAILURES]:
+                    status, err = await call(
+                        http,
+                        server,
+                        "POST",
+                        "/api/v1/me/api-keys",
+                        json={**withdraw, "totpCode": code},
+                        token=token,
+                    )
+                    assert (status, err["code"]) == (401, -1002), err
+                async with http.post(
+                    server.base_url + "/api/v1/me/api-keys",
+                    json={**withdraw, "totpCode": right},
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as response:
+                    assert response.status == 429
+                    assert int(response.headers["Retry-After"]) > 0
+                    assert (await response.json())["code"] == -1003
+                status, keys = await call(http, server, "GET", "/api/v1/me/api-keys", token=token)
+                assert keys == []
+                offset_ms += TOTP_FAILURE_WINDOW_MS
+                right = totp.at(accounts.clock_ms() / 1000)
+                status, key = await call(
+                    http,
+                    server,
+                    "POST",
+                    "/api/v1/me/api-keys",
+                    json={**withdraw, "totpCode": right},
+                    token=token,
+                )
+                assert status == 201, key
+                assert key["permissions"] == ["read", "withdraw"]
         finally:
             await server.stop()
 

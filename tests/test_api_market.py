@@ -30,6 +30,12 @@ from tests.test_projections import (
 MS = 1_000_000
 
 
+SUPERSCRIPT_TWO = "\u00b2"
+ARABIC_INDIC_TEN = "\u0661\u0660"
+"""Digits to ``str.isdigit`` that Binance refuses (-1100): int() fails on the first and reads
+the second as 10."""
+
+
 def trade_json(mk: Market, t: m.Trade, time_ns: int) -> dict[str, Any]:
     return {
         "id": t.trade_id,
@@ -360,12 +366,29 @@ def test_bad_parameters_get_binance_errors_and_change_nothing(tmp_path: Path) ->
                 ), path
                 if "avgPrice" in path:
                     continue
-                for bad in ("abc", "0", "1001", "-1", "1.5", "99999999999999999999999"):
+                # "\u00b2" (²) is a digit to str.isdigit but not to int(); then Arabic-Indic 10.
+                for bad in (
+                    "abc",
+                    "0",
+                    "1001",
+                    "-1",
+                    "1.5",
+                    "99999999999999999999999",
+                    SUPERSCRIPT_TWO,
+                    ARABIC_INDIC_TEN,
+                ):
                     status, body = await h.get(f"{path}{joiner}{sym}&limit={bad}")
                     assert (status, body["code"]) == (400, -1100), (path, bad)
                     assert "'limit'" in body["msg"]
             for path in ("/api/v3/historicalTrades", "/api/v3/aggTrades"):
-                for bad in ("x", "-5", "1e3", "9223372036854775808"):
+                for bad in (
+                    "x",
+                    "-5",
+                    "1e3",
+                    "9223372036854775808",
+                    SUPERSCRIPT_TWO,
+                    ARABIC_INDIC_TEN,
+                ):
                     status, body = await h.get(f"{path}?{sym}&fromId={bad}")
                     assert (status, body["code"]) == (400, -1100), (path, bad)
                     assert "'fromId'" in body["msg"]
@@ -383,7 +406,18 @@ def test_bad_parameters_get_binance_errors_and_change_nothing(tmp_path: Path) ->
                         400,
                         {"code": -1120, "msg": "Invalid interval."},
                     ), bad
-                for bad in ("abc", "15", "+14:30", "-12:01", "5:60", "5:5", "+", "1:00:00"):
+                for bad in (
+                    "abc",
+                    "15",
+                    "+14:30",
+                    "-12:01",
+                    "5:60",
+                    "5:5",
+                    "+",
+                    "1:00:00",
+                    "5\n",
+                    ARABIC_INDIC_TEN,
+                ):
                     status, body = await h.get(f"{path}?{sym}&interval=1h&timeZone={quote(bad)}")
                     assert (status, body["code"]) == (400, -1130), bad
                     assert "'timeZone'" in body["msg"]

@@ -735,6 +735,28 @@ def test_cancel_replace_and_every_refusal_changes_nothing(tmp_path: Path) -> Non
                         "is '^[a-zA-Z0-9-_]{1,36}$'.",
                     ),
                 ),
+                (  # regression: `$` matched before a trailing newline
+                    "POST",
+                    ORDER,
+                    limit("BUY", "0.01", "50000") | {"newClientOrderId": "abc\n"},
+                    error(
+                        400,
+                        -1100,
+                        "Illegal characters found in parameter 'newClientOrderId'; legal range "
+                        "is '^[a-zA-Z0-9-_]{1,36}$'.",
+                    ),
+                ),
+                (
+                    "POST",
+                    ORDER,
+                    limit("BUY", "0.01\n", "50000"),
+                    error(
+                        400,
+                        -1100,
+                        "Illegal characters found in parameter 'quantity'; legal range is "
+                        "'^([0-9]{1,20})(\\.[0-9]{1,20})?$'.",
+                    ),
+                ),
                 (
                     "POST",
                     ORDER,

@@ -57,7 +57,7 @@ import uvloop
 from controlplane import replay_journal
 from controlplane.api.admin import OPERATORS, PREFIX
 from controlplane.api.auth import ACCOUNTS
-from controlplane.config import ServerConfig, load_config
+from controlplane.config import ServerConfig
 from controlplane.db import Database
 from controlplane.demo import DEMO_ACCOUNTS, DEPOSITS, SETUP_DONE
 from controlplane.gateway.client import connect
@@ -65,6 +65,7 @@ from controlplane.gateway.codec import OrderRejected, OrderType, Side, StpMode, 
 from controlplane.listing import Market, fmt
 from controlplane.projections import PROJECTIONS, Projections
 from controlplane.serve import Server, start
+from tests.servers import server_config
 from tests.test_operators import demo_operator_token
 
 PASSWORD = "correct horse battery"
@@ -88,23 +89,10 @@ OPEN = ("NEW", "PARTIALLY_FILLED")
 
 
 def config(data_dir: Path) -> ServerConfig:
-    return load_config(
-        None,
-        env={},
-        overrides={
-            "server": {"data_dir": str(data_dir)},
-            "http": {"port": 0},
-            "gateway": {"listen": "127.0.0.1:0"},
-            "node": {
-                "durability": "write",
-                "order_capacity": 4096,
-                "levels_per_side": 256,
-                "snapshot_every_secs": 0,
-            },
-            "demo": {"quote_interval_ms": 100},
-            "limits": {"request_weight_per_minute": 1_000_000, "orders_per_10s": 100_000},
-            "funding": FUNDING_RULES,
-        },
+    return server_config(
+        data_dir,
+        limits={"request_weight_per_minute": 1_000_000, "orders_per_10s": 100_000},
+        funding=FUNDING_RULES,
     )
 
 

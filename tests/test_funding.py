@@ -10,6 +10,7 @@ that clock."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -581,5 +582,179 @@ def test_crash_recovery_protocol(tmp_path: Path) -> None:
             assert conn.execute("SELECT COUNT(*) FROM withdrawals").fetchone()[0] == 2
         finally:
             conn.close()
+
+    run(scenario)
+
+
+def test_races_and_hostile_input_on_the_money_paths(tmp_path: Path) -> None:
+    """Concurrent requests on the money paths, and input the security review found answered
+    with a 500 or accepted wrongly (regressions): the same deposit tx_id sent many times at
+    once credits once; withdrawals racing the daily limit never exceed it together; the
+    same operator approving twice at once counts once, and two operators at once send once;
+    a trailing newline in an address or a withdrawOrderId is refused; ids beyond SQLite's
+    INTEGER are -1100. Every refusal changes nothing."""
+    data_dir = tmp_path / "bourse"
+
+    async def scenario() -> None:
+        server = await start(config(data_dir, FUNDING_RULES))
+        clock = Clock()
+        server.runner.app[ACCOUNTS].clock_ms = clock
+        try:
+            async with aiohttp.ClientSession() as http:
+                op1 = demo_operator_token(server)
+                _, op2 = add_operator_offline(data_dir, "second-op", PASSWORD)
+                session, user, totp, key = await setup_user(http, server, clock, "mallory")
+                uid, account = user["userId"], user["accountId"]
+
+                # The same deposit ten times at once: one credit, nine duplicates.
+                deposit = {"user_id": uid, "asset": "USDT", "amount": "10000", "tx_id": "race:1"}
+                answers = await asyncio.gather(
+                    *(admin(http, server, "POST", "/deposits", op1, deposit) for _ in range(10))
+                )
+                assert all(status == 200 for status, _ in answers), answers
+                assert sorted(body["duplicate"] for _, body in answers) == [False] + [True] * 9
+                assert len({body["id"] for _, body in answers}) == 1
+                assert engine_total(server, account, USDT) == 10_000 * COIN
+                assert len(funding_rows(server)["deposits"]) == 1
+
+                status, added = await call(
+                    http,
+                    server,
+                    "POST",
+                    "/api/v1/me/withdrawal-addresses",
+                    json={"asset": "USDT", "address": ADDRESS, "totp": clock.next_code(totp)},
+                    token=session,
+                )
+                assert status == 201, added
+
+                # Hostile input: precise errors, no row, nothing held.
+                before = funding_rows(server)
+                status, err = await call(
+                    http,
+                    server,
+                    "POST",
+                    "/api/v1/me/withdrawal-addresses",
+                    json={"asset": "USDT", "address": OTHER_ADDRESS + "\n", "totp": "123456"},
+                    token=session,
+                )
+                assert (status, err["code"]) == (400, -4033), err
+                status, err = await call(
+                    http,
+                    server,
+                    "DELETE",
+                    "/api/v1/me/withdrawal-addresses/9999999999999999999",
+                    token=session,
+                )
+                assert (status, err["code"]) == (400, -1100), err
+                base = {"coin": "USDT", "address": ADDRESS, "amount": "100"}
+                status, err = await signed(
+                    http,
+                    server,
+                    "POST",
+                    "/sapi/v1/capital/withdraw/apply",
+                    key,
+                    {**base, "withdrawOrderId": "w-1\n"},
+                )
+                assert (status, err["code"]) == (400, -1130), err
+                huge = "9999999999999999999"
+                for path, params in (
+                    ("/sapi/v1/capital/withdraw/history", {"offset": huge}),
+                    ("/sapi/v1/capital/deposit/hisrec", {"offset": huge}),
+                    (
+                        "/sapi/v1/capital/withdraw/history",
+                        {"startTime": "9223372036854775808", "endTime": "9223372036854775809"},
+                    ),
+                ):
+                    status, err = await signed(http, server, "GET", path, key, params)
+                    assert (status, err["code"]) == (400, -1100), (path, params, err)
+                assert funding_rows(server) == before
+                assert engine_total(server, account, USDT) == 10_000 * COIN
+
+                # Eight withdrawals of 400 at once against tier 0's 1500 a day (all below the
+                # approval threshold): three go through, the others are refused with -4023.
+                answers = await asyncio.gather(
+                    *(
+                        signed(
+                            http,
+                            server,
+                            "POST",
+                            "/sapi/v1/capital/withdraw/apply",
+                            key,
+                            {**base, "amount": "400"},
+                        )
+                        for _ in range(8)
+                    )
+                )
+                accepted = [body for status, body in answers if status == 200]
+                refused = [body["code"] for status, body in answers if status != 200]
+                assert len(accepted) == 3, answers
+                assert refused == [-4023] * 5, answers
+                assert engine_total(server, account, USDT) == (10_000 - 1_200) * COIN
+                await server.exchange.feed.wait_for(server.node.stats()["applied_seq"])
+                assert_conserved(server, account, USDT)
+
+                # Approvals racing: the same operator twice at once counts once; then two
+                # operators at once: the withdrawal is sent once.
+                status, _ = await admin(http, server, "PUT", f"/users/{uid}/tier", op1, {"tier": 1})
+                assert status == 200
+                status, pending = await signed(
+                    http,
+                    server,
+                    "POST",
+                    "/sapi/v1/capital/withdraw/apply",
+                    key,
+                    {**base, "amount": "2000"},
+                )
+                assert status == 200, pending
+                first = int(pending["id"])
+                approve = f"/withdrawals/{first}/approve"
+                twice = await asyncio.gather(
+                    admin(http, server, "POST", approve, op1),
+                    admin(http, server, "POST", approve, op1),
+                )
+                assert sorted(status for status, _ in twice) == [200, 409], twice
+                once = funding_of(server).withdrawal(first)
+                assert once is not None
+                assert once.approvals == ("demo-operator",)
+                status, pending = await signed(
+                    http,
+                    server,
+                    "POST",
+                    "/sapi/v1/capital/withdraw/apply",
+                    key,
+                    {**base, "amount": "3000"},
+                )
+                assert status == 200, pending
+                second = int(pending["id"])
+                approve = f"/withdrawals/{second}/approve"
+                both = await asyncio.gather(
+                    admin(http, server, "POST", approve, op1),
+                    admin(http, server, "POST", approve, op2),
+                )
+                assert [status for status, _ in both] == [200, 200], both
+                assert sorted(body["status"] for _, body in both) == ["PENDING_APPROVAL", "SENT"]
+                sent = funding_of(server).withdrawal(second)
+                assert sent is not None
+                assert sent.status == "SENT"
+                assert sent.tx_id is not None
+                # An approval racing a rejection: exactly one of them wins.
+                duel = await asyncio.gather(
+                    admin(http, server, "POST", f"/withdrawals/{first}/reject", op2),
+                    admin(http, server, "POST", f"/withdrawals/{first}/approve", op2),
+                )
+                assert sorted(status for status, _ in duel) == [200, 409], duel
+                assert (
+                    engine_total(server, account, USDT)
+                    + sum(
+                        w.amount
+                        for w in funding_of(server).withdrawals(user_id=uid)
+                        if w.status == "SENT"
+                    )
+                    == 10_000 * COIN
+                )
+                await server.exchange.feed.wait_for(server.node.stats()["applied_seq"])
+                assert_conserved(server, account, USDT)
+        finally:
+            await server.stop()
 
     run(scenario)

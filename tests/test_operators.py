@@ -16,31 +16,16 @@ from urllib.parse import urlencode
 import aiohttp
 
 from controlplane.api.admin import OPERATORS, PREFIX, ROUTES
-from controlplane.config import ServerConfig, load_config
+from controlplane.config import ServerConfig
 from controlplane.demo import DEMO_OPERATOR, KEYS_FILE
 from controlplane.operators import Operators
 from controlplane.serve import Server, start
-from tests.test_accounts import PASSWORD, accounts_of, hmac_sign, run
+from tests.servers import server_config
+from tests.test_accounts import PASSWORD, accounts_of, hmac_sign, raw_request, run
 
 
 def config(data_dir: Path, funding: Mapping[str, Any] | None = None) -> ServerConfig:
-    return load_config(
-        None,
-        env={},
-        overrides={
-            "server": {"data_dir": str(data_dir)},
-            "http": {"port": 0},
-            "gateway": {"listen": "127.0.0.1:0"},
-            "node": {
-                "durability": "write",
-                "order_capacity": 4096,
-                "levels_per_side": 256,
-                "snapshot_every_secs": 0,
-            },
-            "demo": {"quote_interval_ms": 500},
-            "funding": dict(funding or {}),
-        },
-    )
+    return server_config(data_dir, demo={"quote_interval_ms": 500}, funding=dict(funding or {}))
 
 
 def demo_operator_token(server: Server) -> str:
@@ -158,6 +143,11 @@ def test_every_endpoint_needs_an_operator_token(tmp_path: Path) -> None:
                     f"{server.base_url}{PREFIX}/health", headers={"Authorization": f"Basic {token}"}
                 ) as response:
                     assert response.status == 401
+                # Regression: a token of bytes that are not UTF-8 was a 500.
+                status, err = await raw_request(
+                    server, b"GET /admin/v1/health HTTP/1.1\r\nAuthorization: Bearer bop_\xff\r\n"
+                )
+                assert (status, err["code"]) == (401, -1002)
                 assert state_of(server) == before
                 # Refused calls by the auditor are audited (it is an operator); anonymous ones
                 # cannot be attributed and are not.
@@ -440,6 +430,53 @@ def test_list_trade_halt_resume_fees_users(tmp_path: Path) -> None:
                 assert all(a["operator"] == "demo-operator" for a in audit)
                 assert PASSWORD not in json.dumps(audit)
                 assert all(time.time() * 1000 - a["time"] < 600_000 for a in audit)
+        finally:
+            await server.stop()
+
+    run(scenario)
+
+
+def test_review_regressions_operator_input(tmp_path: Path) -> None:
+    """Regressions of the security review: a deposit's ``tx_id`` (its idempotency key) and an
+    asset's name with a trailing newline were accepted as new values (`$` matches before a
+    final newline), so "tx-1\\n" credited "tx-1" a second time; a ``user_id`` beyond SQLite's
+    INTEGER was a 500."""
+
+    async def scenario() -> None:
+        server = await start(config(tmp_path / "bourse"))
+        try:
+            async with aiohttp.ClientSession() as http:
+                token = demo_operator_token(server)
+                status, user = await admin(
+                    http, server, "POST", "/users", token, {"username": "ivy", "password": PASSWORD}
+                )
+                assert status == 201, user
+                deposit = {
+                    "user_id": user["userId"],
+                    "asset": "USDT",
+                    "amount": "5",
+                    "tx_id": "tx-1",
+                }
+                status, first = await admin(http, server, "POST", "/deposits", token, deposit)
+                assert status == 200, first
+                before = state_of(server)
+                status, err = await admin(
+                    http, server, "POST", "/deposits", token, {**deposit, "tx_id": "tx-1\n"}
+                )
+                assert (status, err["code"]) == (400, -1130), err
+                assert "'tx_id'" in err["msg"]
+                status, err = await admin(
+                    http, server, "POST", "/deposits", token, {**deposit, "user_id": 2**63}
+                )
+                assert (status, err["code"]) == (404, -4039), err
+                status, err = await admin(
+                    http, server, "POST", "/assets", token, {"name": "USDT\n", "decimals": 8}
+                )
+                assert (status, err["code"]) == (400, -1130), err
+                assert state_of(server) == before
+                usdt = server.exchange.listing.assets_by_name["USDT"]
+                free, _ = server.node.balance(user["accountId"], usdt.id) or (0, 0)
+                assert free == 5 * 10**usdt.decimals
         finally:
             await server.stop()
 

@@ -39,8 +39,9 @@ import aiohttp
 import pytest
 import uvloop
 
-from controlplane.config import ServerConfig, load_config
+from controlplane.config import ServerConfig
 from controlplane.serve import Server, start
+from tests.servers import server_config
 
 ROOT = Path(__file__).resolve().parents[1]
 OPS = ROOT / "ops"
@@ -168,22 +169,7 @@ def test_promtool_unit_tests_fire_every_alert_and_not_when_healthy() -> None:
 
 
 def bourse_config(data_dir: Path) -> ServerConfig:
-    return load_config(
-        None,
-        env={},
-        overrides={
-            "server": {"data_dir": str(data_dir)},
-            "http": {"port": 0},
-            "gateway": {"listen": "127.0.0.1:0"},
-            "node": {
-                "durability": "write",
-                "order_capacity": 4096,
-                "levels_per_side": 256,
-                "snapshot_every_secs": 0,
-            },
-            "demo": {"quote_interval_ms": 100},
-        },
-    )
+    return server_config(data_dir)
 
 
 def free_port() -> int:

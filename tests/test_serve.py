@@ -4,6 +4,7 @@ on free ports; a graceful stop and a restart on the same data directory."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import stat
 import time
 from collections.abc import Awaitable, Callable
@@ -11,31 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import uvloop
 
 from controlplane import read_journal, replay_journal
-from controlplane.config import ServerConfig, load_config
+from controlplane.config import ServerConfig
 from controlplane.demo import DEMO_USER, DEPOSITS, KEYS_FILE, USDT
 from controlplane.serve import Server, start
+from tests.servers import server_config
 
 
 def config(data_dir: Path) -> ServerConfig:
-    return load_config(
-        None,
-        env={},
-        overrides={
-            "server": {"data_dir": str(data_dir)},
-            "http": {"port": 0},
-            "gateway": {"listen": "127.0.0.1:0"},
-            "node": {
-                "durability": "write",
-                "order_capacity": 4096,
-                "levels_per_side": 256,
-                "snapshot_every_secs": 0,
-            },
-            "demo": {"quote_interval_ms": 100},
-        },
-    )
+    return server_config(data_dir)
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
@@ -118,7 +106,8 @@ def test_serve_public_api_demo_market_maker_and_restart(tmp_path: Path) -> None:
                 status, err = await get(http, server, "/api/v3/depth")
                 assert (status, err["code"]) == (400, -1102)
                 assert "'symbol'" in err["msg"]
-                for bad in ("abc", "-1", "0", "5001"):
+                # "%C2%B2" is "²" (str.isdigit, but not int()); "%D9%A1" Arabic-Indic 1.
+                for bad in ("abc", "-1", "0", "5001", "%C2%B2", "%D9%A1"):
                     status, err = await get(
                         http, server, f"/api/v3/depth?symbol=BTCUSDT&limit={bad}"
                     )
@@ -178,3 +167,34 @@ def test_serve_public_api_demo_market_maker_and_restart(tmp_path: Path) -> None:
         "cancel_order",
         "cancel_all",
     }
+
+
+def test_a_malformed_request_is_refused_without_its_secret_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp's parser refuses a header with a control character; its log line must say so
+    without quoting the header (here a bearer token)."""
+    secret = "bop_" + "s3cr3t" * 6
+
+    async def scenario() -> None:
+        server = await start(config(tmp_path / "bourse"))
+        try:
+            reader, writer = await asyncio.open_connection(server.http_host, server.http_port)
+            request = f"GET /api/v1/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\x01"
+            writer.write(request.encode() + b"\r\n\r\n")
+            await writer.drain()
+            status_line = await asyncio.wait_for(reader.readline(), 10)
+            assert status_line.split()[1:2] == [b"400"]
+            writer.close()
+            async with aiohttp.ClientSession() as http:  # and the server carries on
+                assert await get(http, server, "/api/v3/ping") == (200, {})
+        finally:
+            await server.stop()
+
+    with caplog.at_level(logging.DEBUG):
+        run(scenario)
+    refused = [r for r in caplog.records if "malformed HTTP request refused" in r.getMessage()]
+    assert refused
+    assert all(secret not in r.getMessage() and r.exc_info is None for r in refused)
+    assert {r.levelname for r in refused} == {"WARNING"}  # the client's error, not ours
+    assert not any(secret in (r.getMessage() + (r.exc_text or "")) for r in caplog.records)

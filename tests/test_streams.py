@@ -20,33 +20,19 @@ import pytest
 import uvloop
 
 from controlplane.api.streams import STREAM_HUB
-from controlplane.config import ServerConfig, load_config
+from controlplane.config import ServerConfig
 from controlplane.demo import DEMO_USER
 from controlplane.messages import Entry, PlaceOrder, Side, Trade
 from controlplane.serve import Server, start
 from controlplane.streams.hub import StreamHub
+from tests.servers import server_config
 
 BTC_MARKET = 1
 WAIT = 10.0
 
 
 def config(data_dir: Path) -> ServerConfig:
-    return load_config(
-        None,
-        env={},
-        overrides={
-            "server": {"data_dir": str(data_dir)},
-            "http": {"port": 0},
-            "gateway": {"listen": "127.0.0.1:0"},
-            "node": {
-                "durability": "write",
-                "order_capacity": 4096,
-                "levels_per_side": 256,
-                "snapshot_every_secs": 0,
-            },
-            "demo": {"quote_interval_ms": 100},
-        },
-    )
+    return server_config(data_dir)
 
 
 def run(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from controlplane import Node
-from controlplane.api.errors import error_middleware
+from controlplane.api.errors import error_middleware, redact_malformed_request_logs
 from controlplane.bridge import EngineBridge, EventFeed
 from controlplane.config import ServerConfig
 from controlplane.db import Database
@@ -72,6 +72,7 @@ def _modules() -> list[Setup]:
 
 
 def make_app(exchange: Exchange) -> web.Application:
+    redact_malformed_request_logs()
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app[EXCHANGE] = exchange
     for setup in _modules():

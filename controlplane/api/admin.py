@@ -93,8 +93,8 @@ from controlplane.projections import setup as setup_projections
 
 OPERATORS = web.AppKey("operators", Operators)
 PREFIX = "/admin/v1"
-ASSET_NAME = re.compile(r"^[A-Z0-9]{2,20}$")
-SYMBOL = re.compile(r"^[A-Z0-9]{2,40}$")
+ASSET_NAME = re.compile(r"^[A-Z0-9]{2,20}\Z")
+SYMBOL = re.compile(r"^[A-Z0-9]{2,40}\Z")
 U32_MAX = 2**32 - 1
 BPS_MAX = 10_000
 LIST_DEFAULT, LIST_MAX = 100, 1000

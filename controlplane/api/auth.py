@@ -51,7 +51,7 @@ import hashlib
 import hmac
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import unquote_plus
@@ -71,6 +71,7 @@ from controlplane.api.errors import (
     TOO_MANY_ORDERS,
     TOO_MANY_PARAMETERS,
     TOO_MANY_REQUESTS,
+    UNREAD_PARAMETERS,
     ApiError,
     Handler,
     illegal,
@@ -318,14 +319,10 @@ def api_key_only(request: web.Request) -> ApiKeyRequest:
     )
 
 
-def _split(raw: str, params: dict[str, str]) -> tuple[list[str], str | None]:
-    """Add ``raw``'s parameters to ``params``; its pairs without ``signature``, and the
-    signature if it is here."""
-    kept: list[str] = []
-    signature: str | None = None
-    if not raw:
-        return kept, signature
-    for pair in raw.split("&"):
+def form_pairs(raw: str) -> Iterator[tuple[str, str, str]]:
+    """``(name, value, pair)`` for each ``name=value`` pair of a query string or urlencoded
+    body, in order, empty pairs skipped; -1100 for a pair that does not decode as UTF-8."""
+    for pair in raw.split("&") if raw else ():
         if not pair:
             continue
         raw_name, _, raw_value = pair.partition("=")
@@ -334,6 +331,30 @@ def _split(raw: str, params: dict[str, str]) -> tuple[list[str], str | None]:
             value = unquote_plus(raw_value, errors="strict")
         except UnicodeDecodeError:
             raise ApiError(ILLEGAL_CHARS, "Illegal characters found in a parameter.") from None
+        yield name, value, pair
+
+
+def unread_parameters(read: int, sent: int) -> ApiError:
+    """Binance's -1104 for a request that sent parameters the endpoint does not read."""
+    return ApiError(
+        UNREAD_PARAMETERS,
+        f"Not all sent parameters were read; read '{read}' parameter(s) but was sent '{sent}'.",
+    )
+
+
+def read_only(signed: SignedRequest, names: Iterable[str]) -> None:
+    """-1104 unless every parameter of ``signed`` is one of ``names``."""
+    unknown = set(signed.params).difference(names)
+    if unknown:
+        raise unread_parameters(signed.sent_count - len(unknown), signed.sent_count)
+
+
+def _split(raw: str, params: dict[str, str]) -> tuple[list[str], str | None]:
+    """Add ``raw``'s parameters to ``params``; its pairs without ``signature``, and the
+    signature if it is here."""
+    kept: list[str] = []
+    signature: str | None = None
+    for name, value, pair in form_pairs(raw):
         if name in params or (name == "signature" and signature is not None):
             raise ApiError(TOO_MANY_PARAMETERS, "Duplicate values for a parameter detected.")
         if name == "signature":

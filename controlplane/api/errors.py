@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger("bourse.http")
 
@@ -92,6 +93,36 @@ def bad_symbol() -> ApiError:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class MalformedRequestRedaction(logging.Filter):
+    """aiohttp logs a request its parser refuses (a control character in a header, an
+    over-long line) at ERROR with the parse error, which quotes the offending line: an
+    ``Authorization`` header with its token, a path with a listen key. This filter keeps the
+    record (that a malformed request came, and from where) as a WARNING — it is the
+    client's error, answered 400, not the server's — and drops the quote."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            said = record.getMessage()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = None
+            record.exc_text = None
+            record.msg = "%s; malformed HTTP request refused (%s, status %s)"
+            record.args = (said, type(error).__name__, error.code)
+        return True
+
+
+_REDACTION = MalformedRequestRedaction()
+
+
+def redact_malformed_request_logs() -> None:
+    """Install :class:`MalformedRequestRedaction` on aiohttp's server logger (idempotent)."""
+    server_log = logging.getLogger("aiohttp.server")
+    if _REDACTION not in server_log.filters:
+        server_log.addFilter(_REDACTION)
+
 
 _HTTP_CODES = {
     404: (UNSUPPORTED_OPERATION, "This operation is not supported: no such endpoint."),

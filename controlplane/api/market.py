@@ -59,8 +59,8 @@ AVG_PRICE_MINS = 5
 _LONG = "^[0-9]{1,20}$"
 _LONG_MAX = 2**63 - 1
 _SYMBOLS_RANGE = '^\\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\\]$'
-_SYMBOLS = re.compile(r'^\[("[A-Z0-9\-_.]{1,20}"(,"[A-Z0-9\-_.]{1,20}")*)?\]$')
-_TIME_ZONE = re.compile(r"^([+-]?)(\d{1,2})(?::(\d{2}))?$")
+_SYMBOLS = re.compile(r'^\[("[A-Z0-9\-_.]{1,20}"(,"[A-Z0-9\-_.]{1,20}")*)?\]\Z')
+_TIME_ZONE = re.compile(r"^([+-]?)([0-9]{1,2})(?::([0-9]{2}))?\Z")
 TICKER_TYPES = ("FULL", "MINI")
 
 
@@ -72,7 +72,7 @@ def _long(request: web.Request, name: str) -> int | None:
     text = request.query.get(name)
     if text is None:
         return None
-    if not text.isdigit() or len(text) > 20 or int(text) > _LONG_MAX:
+    if not text.isascii() or not text.isdigit() or len(text) > 20 or int(text) > _LONG_MAX:
         raise illegal(name, _LONG)
     return int(text)
 
@@ -81,7 +81,7 @@ def _limit(request: web.Request, default: int, maximum: int) -> int:
     text = request.query.get("limit")
     if text is None:
         return default
-    if not text.isdigit() or len(text) > 20:
+    if not text.isascii() or not text.isdigit() or len(text) > 20:
         raise illegal("limit", _LONG)
     limit = int(text)
     if not 1 <= limit <= maximum:

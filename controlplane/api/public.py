@@ -123,7 +123,7 @@ async def depth(request: web.Request) -> web.Response:
     exchange = request.app[EXCHANGE]
     market = market_for(exchange, request)
     limit_text = request.query.get("limit", str(DEPTH_DEFAULT))
-    if not limit_text.isdigit() or len(limit_text) > 20:
+    if not limit_text.isascii() or not limit_text.isdigit() or len(limit_text) > 20:
         raise illegal("limit", "^[0-9]{1,20}$")
     limit = int(limit_text)
     if not 1 <= limit <= DEPTH_MAX:

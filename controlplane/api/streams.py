@@ -80,9 +80,10 @@ STREAM_HUB = web.AppKey("stream_hub", StreamHub)
 _TIMER = web.AppKey("stream_hub_timer", asyncio.Task[None])
 
 MAX_MESSAGE_BYTES = 64 * 1024
+CLIENT_CLOSED_REQUEST = 499
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
-_ID_TEXT = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
-CONNECTION_LABEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID_TEXT = re.compile(r"^[A-Za-z0-9_-]{1,36}\Z")
+CONNECTION_LABEL = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 """``/ws/<label>``: a lone segment of this shape that is no listen key opens a connection
 with no subscriptions (CCXT's ``/ws/0``)."""
 _BYTE_AT = re.compile(r"\(byte (\d+)\)")
@@ -233,10 +234,16 @@ def resolve_url_streams(
 
 async def _serve(
     request: web.Request, names: list[str], combined: bool, *, raw_path: bool = False
-) -> web.WebSocketResponse:
+) -> web.StreamResponse:
     hub = request.app[STREAM_HUB]
     ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=MAX_MESSAGE_BYTES)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ConnectionResetError:
+        # The client left during the handshake: nobody to serve. A plain response, which
+        # aiohttp drops quietly on the closed transport (status 499, nginx's "client closed
+        # request", as the metrics' CLIENT_GONE).
+        return web.Response(status=CLIENT_CLOSED_REQUEST)
     if len(hub.connections) >= hub.max_connections:
         hub.counters.disconnects["limit"] = hub.counters.disconnects.get("limit", 0) + 1
         await ws.close(code=CLOSE_TRY_AGAIN_LATER, message=b"Too many connections")
@@ -289,12 +296,12 @@ async def _serve(
     return ws
 
 
-async def raw_streams(request: web.Request) -> web.WebSocketResponse:
+async def raw_streams(request: web.Request) -> web.StreamResponse:
     names = request.match_info.get("streams", "")
     return await _serve(request, names.split("/") if names else [], combined=False, raw_path=True)
 
 
-async def combined_streams(request: web.Request) -> web.WebSocketResponse:
+async def combined_streams(request: web.Request) -> web.StreamResponse:
     names = request.query.get("streams")
     return await _serve(request, names.split("/") if names is not None else [], combined=True)
 

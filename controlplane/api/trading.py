@@ -57,7 +57,7 @@ from aiohttp import web
 
 from controlplane import messages as m
 from controlplane.api import EXCHANGE, Exchange
-from controlplane.api.auth import LIMITER, SignedRequest, authenticate, weighted
+from controlplane.api.auth import LIMITER, SignedRequest, authenticate, read_only, weighted
 from controlplane.api.errors import (
     CANCEL_REJECTED,
     EMPTY_NEW_CL_ORD_ID,
@@ -70,7 +70,6 @@ from controlplane.api.errors import (
     PARAM_EMPTY,
     PARAM_NOT_REQUIRED,
     UNEXPECTED_RESP,
-    UNREAD_PARAMETERS,
     ApiError,
     bad_symbol,
     illegal,
@@ -164,14 +163,7 @@ class Params:
 
     def __init__(self, signed: SignedRequest, known: Iterable[str]) -> None:
         self.values = signed.params
-        unknown = set(self.values) - set(known)
-        if unknown:
-            sent = signed.sent_count
-            raise ApiError(
-                UNREAD_PARAMETERS,
-                f"Not all sent parameters were read; read '{sent - len(unknown)}' "
-                f"parameter(s) but was sent '{sent}'.",
-            )
+        read_only(signed, known)
 
     def __contains__(self, name: str) -> bool:
         return name in self.values

@@ -34,14 +34,13 @@ from aiohttp import web
 
 from controlplane.accounts import ApiKey, User
 from controlplane.api import EXCHANGE, Exchange
-from controlplane.api.auth import ACCOUNTS, authenticate, weighted
+from controlplane.api.auth import ACCOUNTS, authenticate, read_only, weighted
 from controlplane.api.errors import (
     ILLEGAL_CHARS,
     INVALID_PARAMETER,
     MANDATORY_PARAM_EMPTY_OR_MALFORMED,
     UNAUTHORIZED,
     UNKNOWN_PARAM,
-    UNREAD_PARAMETERS,
     ApiError,
     illegal,
     mandatory,
@@ -216,7 +215,7 @@ async def create_key(request: web.Request) -> web.Response:
 async def revoke_key(request: web.Request) -> web.Response:
     user = session_user(request)
     text = request.match_info["key_id"]
-    if not text.isascii() or not text.isdigit() or len(text) > 19:
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) > 2**63 - 1:
         raise illegal("id", "^[0-9]{1,19}$")
     key = request.app[ACCOUNTS].revoke_api_key(user, int(text))
     return json_response(key_json(key))
@@ -241,14 +240,7 @@ async def account(request: web.Request) -> web.Response:
     """Binance's ``GET /api/v3/account``. Commissions are 0 (the fee tier's rates are not
     exposed by the node yet); ``updateTime`` is 0 (not tracked)."""
     signed = await authenticate(request, "read")
-    unknown = set(signed.params) - ACCOUNT_PARAMS
-    if unknown:
-        sent = signed.sent_count
-        raise ApiError(
-            UNREAD_PARAMETERS,
-            f"Not all sent parameters were read; read '{sent - len(unknown)}' parameter(s) "
-            f"but was sent '{sent}'.",
-        )
+    read_only(signed, ACCOUNT_PARAMS)
     omit_text = signed.params.get("omitZeroBalances", "false")
     if omit_text not in ("true", "false"):
         raise ApiError(

@@ -82,7 +82,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote_plus
 
 import msgspec
 from aiohttp import web
@@ -90,12 +89,18 @@ from aiohttp import web
 from controlplane import messages as m
 from controlplane.accounts import Accounts
 from controlplane.api import Exchange
-from controlplane.api.auth import ACCOUNTS, API_KEY_HEADER, api_key_only, weighted
+from controlplane.api.auth import (
+    ACCOUNTS,
+    API_KEY_HEADER,
+    api_key_only,
+    form_pairs,
+    unread_parameters,
+    weighted,
+)
 from controlplane.api.errors import (
     ILLEGAL_CHARS,
     INVALID_LISTEN_KEY,
     TOO_MANY_PARAMETERS,
-    UNREAD_PARAMETERS,
     ApiError,
     mandatory,
 )
@@ -601,26 +606,14 @@ async def _listen_key_param(request: web.Request) -> str:
     values: list[str] = []
     sent = 0
     for raw in (request.rel_url.raw_query_string, body):
-        for pair in raw.split("&") if raw else ():
-            if not pair:
-                continue
-            raw_name, _, raw_value = pair.partition("=")
-            try:
-                name = unquote_plus(raw_name, errors="strict")
-                value = unquote_plus(raw_value, errors="strict")
-            except UnicodeDecodeError:
-                raise ApiError(ILLEGAL_CHARS, "Illegal characters found in a parameter.") from None
+        for name, value, _ in form_pairs(raw):
             sent += 1
             if name == "listenKey":
                 values.append(value)
     if len(values) > 1:
         raise ApiError(TOO_MANY_PARAMETERS, "Duplicate values for a parameter detected.")
     if sent > len(values):
-        raise ApiError(
-            UNREAD_PARAMETERS,
-            f"Not all sent parameters were read; read '{len(values)}' parameter(s) but was "
-            f"sent '{sent}'.",
-        )
+        raise unread_parameters(len(values), sent)
     if not values or not values[0]:
         raise mandatory("listenKey")
     return values[0]
@@ -636,10 +629,7 @@ async def create_listen_key(request: web.Request) -> web.Response:
     body = (await request.read()).decode("utf-8", "replace")
     sent = [p for raw in (request.rel_url.raw_query_string, body) for p in raw.split("&") if p]
     if sent:
-        raise ApiError(
-            UNREAD_PARAMETERS,
-            f"Not all sent parameters were read; read '0' parameter(s) but was sent '{len(sent)}'.",
-        )
+        raise unread_parameters(0, len(sent))
     keys = request.app[LISTEN_KEYS]
     key = keys.open(caller.account, caller.key_id, request.headers[API_KEY_HEADER])
     return _json({"listenKey": key.secret})

@@ -41,8 +41,8 @@ from aiohttp import web
 
 from controlplane.accounts import User
 from controlplane.api import Exchange
-from controlplane.api.auth import ACCOUNTS, SignedRequest, authenticate, weighted
-from controlplane.api.errors import UNREAD_PARAMETERS, ApiError, illegal
+from controlplane.api.auth import ACCOUNTS, SignedRequest, authenticate, read_only, weighted
+from controlplane.api.errors import ApiError, illegal
 from controlplane.api.users import _Body as JsonBody
 from controlplane.api.users import decode_body, json_response, session_user
 from controlplane.funding import (
@@ -62,6 +62,8 @@ HISTORY_DEFAULT = HISTORY_MAX = 1000
 NINETY_DAYS_MS = 90 * 86_400_000
 CAPITAL_DATE_INTERVAL_LIMIT = -4047
 _LONG = "^[0-9]{1,19}$"
+LONG_MAX = 2**63 - 1
+"""The largest value of a LONG parameter (SQLite's INTEGER; above it: -1100)."""
 
 
 class NewAddress(JsonBody):
@@ -166,7 +168,7 @@ async def add_address(request: web.Request) -> web.Response:
 async def remove_address(request: web.Request) -> web.Response:
     user = session_user(request)
     text = request.match_info["address_id"]
-    if not text.isascii() or not text.isdigit() or len(text) > 19:
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) > LONG_MAX:
         raise illegal("id", _LONG)
     return json_response(address_json(_funding(request).remove_address(user, int(text))))
 
@@ -190,17 +192,6 @@ async def session_withdraw(request: web.Request) -> web.Response:
 # --- Binance's signed wallet endpoints ------------------------------------------------------
 
 
-def _only(signed: SignedRequest, allowed: set[str]) -> None:
-    unknown = set(signed.params) - allowed
-    if unknown:
-        sent = signed.sent_count
-        raise ApiError(
-            UNREAD_PARAMETERS,
-            f"Not all sent parameters were read; read '{sent - len(unknown)}' parameter(s) "
-            f"but was sent '{sent}'.",
-        )
-
-
 def _signed_user(request: web.Request, signed: SignedRequest) -> User:
     user = request.app[ACCOUNTS].user(signed.user_id)
     assert user is not None
@@ -213,7 +204,7 @@ WITHDRAW_PARAMS = {"coin", "address", "amount", "withdrawOrderId", "network", "n
 @weighted(1)
 async def withdraw_apply(request: web.Request) -> web.Response:
     signed = await authenticate(request, "withdraw")
-    _only(signed, WITHDRAW_PARAMS)
+    read_only(signed, WITHDRAW_PARAMS)
     p = signed.params
     w = await _funding(request).request_withdrawal(
         _signed_user(request, signed),
@@ -231,7 +222,7 @@ def _long(params: dict[str, str], name: str) -> int | None:
     text = params.get(name)
     if text is None:
         return None
-    if not text.isascii() or not text.isdigit() or len(text) > 19:
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) > LONG_MAX:
         raise illegal(name, _LONG)
     return int(text)
 
@@ -274,7 +265,7 @@ WITHDRAW_STATUS_FILTER = {
 
 async def withdraw_history(request: web.Request) -> web.Response:
     signed = await authenticate(request, "read")
-    _only(signed, WITHDRAW_HISTORY_PARAMS)
+    read_only(signed, WITHDRAW_HISTORY_PARAMS)
     funding = _funding(request)
     p = signed.params
     asset = funding.asset_named(p["coin"]) if p.get("coin") else None
@@ -313,7 +304,7 @@ DEPOSIT_STATUS_FILTER: dict[int, DepositStatus] = {
 
 async def deposit_history(request: web.Request) -> web.Response:
     signed = await authenticate(request, "read")
-    _only(signed, DEPOSIT_HISTORY_PARAMS)
+    read_only(signed, DEPOSIT_HISTORY_PARAMS)
     funding = _funding(request)
     p = signed.params
     asset = funding.asset_named(p["coin"]) if p.get("coin") else None
