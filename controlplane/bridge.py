@@ -4,10 +4,12 @@ as msgpack (:mod:`controlplane.messages` Structs) in versioned envelopes.
 :class:`EngineBridge` submits commands and resolves each with its
 :class:`~controlplane.messages.Ack`, pipelined: commands are encoded with one
 ``msgspec.msgpack.Encoder`` (the Structs carry their ``type`` tag) and handed to the node's
-ring from the loop thread by a non-blocking ``NodeClient.send`` (the client's own rings, not
-shared with anything else); one receiver thread per bridge waits for acknowledgements
-(``NodeClient.wait_acks``, GIL released), decodes each batch and resolves its futures on the
-loop with one ``call_soon_threadsafe``. So many commands are in flight at once and share the
+ring from the loop thread by a non-blocking ``NodeClient.send`` (``Node.open_client()``: the
+client's own rings, not shared with anything else); one receiver thread per bridge waits for
+acknowledgements (``NodeClient.wait_acks``, GIL released, asleep until the node's publisher
+rings it after a burst with acknowledgements for this client: ``Node::client_with_notify``,
+no polling), decodes each batch and resolves its futures on the loop with one
+``call_soon_threadsafe``. So many commands are in flight at once and share the
 journal's group commits, and the asyncio loop never waits on the node. A full ring is
 back-pressure: :meth:`EngineBridge.submit` retries with short sleeps until its timeout, then
 raises ``NodeBusy``; nothing is dropped.

@@ -25,9 +25,9 @@
     bourse admin [--url URL] [--token T] [--data-dir D] [--json] COMMAND   (controlplane.admin_cli)
 
 Every command is a pair: a handler ``(args) -> exit status`` and an ``add_*`` function that
-registers its parser and sets the handler. Groups (``bench``, ``replay``) hold their commands
-in a tuple. To add ``serve``, ``node`` or ``admin``, append an ``add_*`` to ``COMMANDS``; to
-add ``bench pipeline`` or ``bench gateway``, append one to ``BENCH_COMMANDS``.
+registers its parser and sets the handler. Groups (``bench``, ``replay``, ``node``) hold their
+commands in a tuple (``BENCH_COMMANDS``, ``REPLAY_COMMANDS``, ``NODE_COMMANDS``); the
+top-level commands are ``COMMANDS``. A new command is one more ``add_*`` in the right tuple.
 
 Errors a user can cause (a missing file, an unknown workload) are reported on stderr as
 ``bourse: error: ...`` with exit status 1; usage errors exit with 2 (argparse).

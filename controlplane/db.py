@@ -15,6 +15,7 @@ applied once, in order, inside a transaction.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,6 +30,9 @@ class Database:
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Owner-only, as the server key: it holds hashed and encrypted secrets, names and
+            # the withdrawals' workflow. (SQLite gives its -wal and -shm files the same mode.)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         # Autocommit mode: transactions are explicit (:meth:`transaction`).
         self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.conn.row_factory = sqlite3.Row

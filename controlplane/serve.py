@@ -34,6 +34,7 @@ from controlplane.config import ServerConfig, parse_listen
 from controlplane.db import Database
 from controlplane.demo import (
     KEYS_FILE,
+    QUOTING,
     DemoKey,
     DemoLogin,
     DemoMarketMaker,
@@ -240,7 +241,8 @@ async def start(config: ServerConfig) -> Server:
             server.gateway_port,
             keys["market_maker"],
             keys["demo_taker"],
-            tuple(listing.markets.values()),
+            # The demo's own markets: operators may have listed others, with no quoting plan.
+            tuple(m for m in listing.markets.values() if m.id in QUOTING),
             interval=config.demo.quote_interval_ms / 1000,
         )
         server.market_maker = mm

@@ -1,7 +1,8 @@
 """``make loadtest``: run the Locust suite headless against Bourse and keep the reports.
 
 Uses the exchange at ``--host`` (default ``http://127.0.0.1:8080``) if it answers
-``/api/v3/ping``; otherwise starts ``bourse serve`` (the demo config, ``bourse.toml``) for the
+``/api/v3/ping``; otherwise starts ``bourse serve`` (the demo config, ``bourse.toml``, in a
+fresh temporary data directory unless ``--data-dir`` names one) for the
 run, with the rate limits lifted (all users share one address), and stops it afterwards
 (SIGINT: drain, snapshot, close). Locust's HTML report and CSV
 stats go to ``--reports`` (default ``reports/``): ``locust.html``, ``locust_stats.csv``,
@@ -19,6 +20,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -84,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--host", default=os.environ.get("BOURSE_URL", "http://127.0.0.1:8080"))
     p.add_argument("--gateway", default=os.environ.get("BOURSE_GATEWAY", "127.0.0.1:7001"))
-    p.add_argument("--data-dir", default=os.environ.get("BOURSE_DATA_DIR", "data/bourse"))
+    p.add_argument(
+        "--data-dir",
+        default=os.environ.get("BOURSE_DATA_DIR"),
+        help="the running server's data directory (its demo operator token); a server this "
+        "run starts gets a fresh temporary one unless this is given",
+    )
     p.add_argument("--users", type=int, default=int(os.environ.get("LOADTEST_USERS", "30")))
     p.add_argument(
         "--spawn-rate", type=float, default=float(os.environ.get("LOADTEST_SPAWN_RATE", "10"))
@@ -95,9 +102,12 @@ def main(argv: list[str] | None = None) -> int:
 
     server = None
     host, gateway = args.host, args.gateway
+    data_dir = args.data_dir
     if not answers(host):
         print(f"no exchange at {host}: starting bourse serve for this run")
-        server, host, gateway = start_server(args.data_dir)
+        if data_dir is None:  # the run's users, keys and deposits stay out of make run's
+            data_dir = tempfile.mkdtemp(prefix="bourse-loadtest-")
+        server, host, gateway = start_server(data_dir)
     reports = Path(args.reports)
     reports.mkdir(parents=True, exist_ok=True)
     command = [
@@ -116,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "--bourse-gateway",
         gateway,
         "--bourse-data-dir",
-        args.data_dir,
+        data_dir or "data/bourse",
         "--html",
         str(reports / "locust.html"),
         "--csv",

@@ -435,6 +435,19 @@ def test_list_trade_halt_resume_fees_users(tmp_path: Path) -> None:
 
     run(scenario)
 
+    # A restart with the operator's market listed: the demo market maker quotes only the
+    # demo's own markets, and the new one keeps its name and specification.
+    async def restarted() -> None:
+        server = await start(config(tmp_path / "bourse"))
+        try:
+            assert "SOLUSDT" in server.exchange.listing.by_symbol
+            assert server.market_maker is not None
+            assert {m.symbol for m in server.market_maker.markets} == {"BTCUSDT", "ETHUSDT"}
+        finally:
+            await server.stop()
+
+    run(restarted)
+
 
 def test_review_regressions_operator_input(tmp_path: Path) -> None:
     """Regressions of the security review: a deposit's ``tx_id`` (its idempotency key) and an

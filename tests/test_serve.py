@@ -63,6 +63,7 @@ def test_serve_public_api_demo_market_maker_and_restart(tmp_path: Path) -> None:
             assert server.gateway_port > 0
             keys_file = data_dir / KEYS_FILE
             assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+            assert stat.S_IMODE((data_dir / "controlplane.sqlite3").stat().st_mode) == 0o600
             assert any("shown once" in line for line in server.banner())
             async with aiohttp.ClientSession() as http:
                 assert await get(http, server, "/api/v3/ping") == (200, {})

@@ -4,7 +4,11 @@
 the command bridge and the event feed. Each API module has ``setup(app, exchange)``, which
 adds its routes, creates its service (kept under its own ``web.AppKey``), subscribes its
 consumers to the feed and registers its start/stop work; :func:`make_app` runs them in the
-order of :data:`MODULES` (a module may use the services of the modules before it).
+order of ``_modules()`` — ``metrics`` (its middleware outermost), ``public``, ``market``,
+``streams``, ``auth``, ``users``, ``trading``, ``userstream``, ``wallet``, ``admin`` — and a
+module may use the services of the modules before it. Middleware order, outermost first:
+metrics, :func:`~controlplane.api.errors.error_middleware`, the rate limiter of
+:mod:`controlplane.api.auth`. Request bodies over :data:`MAX_BODY_BYTES` are refused.
 """
 
 from __future__ import annotations

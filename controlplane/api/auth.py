@@ -31,9 +31,11 @@ Every failure is raised before anything changes. :attr:`SignedRequest.params` ho
 parameter except ``signature``, ``timestamp`` and ``recvWindow`` (those are the fields
 ``timestamp`` and ``recv_window``), so an endpoint can refuse the ones it does not know.
 
-Rate limits (:func:`rate_limit_middleware`, on the whole app): REQUEST_WEIGHT per client IP
-per minute, fixed windows aligned to the clock as Binance's; an endpoint's weight is set
-with :func:`weighted` (default 1). Every response carries ``X-MBX-USED-WEIGHT-1M``; a request
+Rate limits (:func:`rate_limit_middleware`, on requests whose path starts with ``/api/`` or
+``/sapi/``: :data:`LIMITED_PREFIXES`; ``/ws``, ``/stream``, ``/admin/v1`` and ``/metrics`` are
+not weighed, so a Prometheus scrape is never refused): REQUEST_WEIGHT per client IP per
+minute, fixed windows aligned to the clock as Binance's; an endpoint's weight is set with
+:func:`weighted` (default 1). Every such response carries ``X-MBX-USED-WEIGHT-1M``; a request
 that would go over the limit is not served: ``-1003`` (HTTP 429) with ``Retry-After`` (the
 seconds to the window's end). (Binance's 418 IP bans for repeated 429s are not modelled.)
 Limits come from the ``[limits]`` config table.

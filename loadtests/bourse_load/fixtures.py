@@ -71,7 +71,8 @@ class Credentials:
 
 
 def add_options(parser: Any) -> None:
-    """Locust command-line options (also settable as ``LOCUST_*`` environment variables)."""
+    """Locust command-line options; each defaults to its ``BOURSE_*`` environment variable
+    (see the module docstring)."""
     parser.add_argument("--bourse-gateway", default=os.environ.get("BOURSE_GATEWAY", ""))
     parser.add_argument(
         "--bourse-operator-token", default=os.environ.get("BOURSE_OPERATOR_TOKEN", "")
