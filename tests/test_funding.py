@@ -481,6 +481,21 @@ def test_deposits_whitelist_limits_approvals_rejection_and_conservation(tmp_path
                     "withdrawal",
                 ]
                 assert ledger[-1]["free"] == usdt(8_290 * COIN)
+                # The user sees the same ledger, paged; without a session, nothing.
+                status, mine = await call(
+                    http, server, "GET", "/api/v1/me/ledger?asset=USDT", token=session
+                )
+                assert (status, mine) == (200, ledger)
+                status, page = await call(
+                    http,
+                    server,
+                    "GET",
+                    f"/api/v1/me/ledger?asset=USDT&limit=2&from_id={ledger[2]['id']}",
+                    token=session,
+                )
+                assert (status, page) == (200, ledger[2:4])
+                status, err = await call(http, server, "GET", "/api/v1/me/ledger", token="nope")
+                assert (status, err["code"]) == (401, -1002)
                 assert_conserved(server, account, USDT)
         finally:
             await server.stop()

@@ -65,6 +65,7 @@ from controlplane.api.errors import (
 )
 from controlplane.api.users import _Body as JsonBody
 from controlplane.api.users import decode_body, json_response, key_json, user_json
+from controlplane.api.wallet import ledger_page
 from controlplane.db import FILE_NAME
 from controlplane.funding import (
     BINANCE_WITHDRAW_STATUS,
@@ -88,7 +89,7 @@ from controlplane.messages import (
     SetMarketStatus,
 )
 from controlplane.operators import Operator, Operators
-from controlplane.projections import LEDGER_DEFAULT, LEDGER_MAX, PROJECTIONS
+from controlplane.projections import PROJECTIONS
 from controlplane.projections import setup as setup_projections
 
 OPERATORS = web.AppKey("operators", Operators)
@@ -579,41 +580,7 @@ def _freeze(frozen: bool) -> OperatorHandler:
 
 
 async def ledger(request: web.Request, operator: Operator) -> web.Response:
-    user = _user(request)
-    exchange = _exchange(request)
-    asset: Asset | None = None
-    if "asset" in request.query:
-        asset = exchange.listing.assets_by_name.get(request.query["asset"])
-        if asset is None:
-            raise invalid("Data sent for parameter 'asset' is not valid: no such asset.")
-    limit = _query_int(request, "limit", LEDGER_DEFAULT, 1, LEDGER_MAX)
-    from_id = _query_int(request, "from_id", -1, 0, 2**63 - 1)
-    rows = request.app[PROJECTIONS].ledger(
-        user.account,
-        None if asset is None else asset.id,
-        limit=limit,
-        from_id=None if from_id < 0 else from_id,
-    )
-    assets = exchange.listing.assets
-    out = []
-    for r in rows:
-        a = assets.get(r.asset)
-        d = a.decimals if a is not None else 0
-        sign = "-" if r.delta < 0 else ""
-        out.append(
-            {
-                "id": r.id,
-                "seq": r.seq,
-                "time": r.time_ns // 1_000_000,
-                "asset": a.name if a is not None else str(r.asset),
-                "delta": sign + fmt(abs(r.delta), d, d),
-                "reason": r.reason,
-                "ref": r.ref,
-                "free": fmt(r.free, d, d),
-                "held": fmt(r.held, d, d),
-            }
-        )
-    return json_response(out)
+    return json_response(ledger_page(request, _user(request).account))
 
 
 async def deposit(request: web.Request, operator: Operator) -> web.Response:

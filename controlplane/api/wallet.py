@@ -40,9 +40,9 @@ from typing import Any
 from aiohttp import web
 
 from controlplane.accounts import User
-from controlplane.api import Exchange
+from controlplane.api import EXCHANGE, Exchange
 from controlplane.api.auth import ACCOUNTS, SignedRequest, authenticate, read_only, weighted
-from controlplane.api.errors import ApiError, illegal
+from controlplane.api.errors import INVALID_PARAMETER, ApiError, illegal
 from controlplane.api.users import _Body as JsonBody
 from controlplane.api.users import decode_body, json_response, session_user
 from controlplane.funding import (
@@ -57,6 +57,7 @@ from controlplane.funding import (
 )
 from controlplane.funding import setup as setup_funding
 from controlplane.listing import fmt
+from controlplane.projections import LEDGER_DEFAULT, LEDGER_MAX, PROJECTIONS
 
 HISTORY_DEFAULT = HISTORY_MAX = 1000
 NINETY_DAYS_MS = 90 * 86_400_000
@@ -325,9 +326,70 @@ async def deposit_history(request: web.Request) -> web.Response:
     return json_response([deposit_history_json(d) for d in rows])
 
 
+# --- the ledger -----------------------------------------------------------------------------
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or not low <= int(text) <= high:
+        raise illegal(name, f"{low}-{high}")
+    return int(text)
+
+
+def ledger_page(request: web.Request, account: int) -> list[dict[str, Any]]:
+    """One page of an account's balance changes, oldest first, from the projections'
+    ledger: ``?asset=`` (a name) filters, ``?from_id=`` starts at an entry id, ``?limit=``
+    (1..:data:`LEDGER_MAX`, default :data:`LEDGER_DEFAULT`). Each entry: its id, the
+    command's ``seq`` and time, the asset, the signed ``delta``, the ``reason`` (deposit,
+    withdrawal, trade, fee, fee_income) and its ``ref`` (tx, trade or order id), and the
+    balance's ``free``/``held`` after it."""
+    exchange = request.app[EXCHANGE]
+    asset_id: int | None = None
+    if "asset" in request.query:
+        found = exchange.listing.assets_by_name.get(request.query["asset"])
+        if found is None:
+            raise ApiError(
+                INVALID_PARAMETER, "Data sent for parameter 'asset' is not valid: no such asset."
+            )
+        asset_id = found.id
+    limit = _query_int(request, "limit", LEDGER_DEFAULT, 1, LEDGER_MAX)
+    from_id = _query_int(request, "from_id", -1, 0, 2**63 - 1)
+    rows = request.app[PROJECTIONS].ledger(
+        account, asset_id, limit=limit, from_id=None if from_id < 0 else from_id
+    )
+    assets = exchange.listing.assets
+    out = []
+    for r in rows:
+        a = assets.get(r.asset)
+        d = a.decimals if a is not None else 0
+        sign = "-" if r.delta < 0 else ""
+        out.append(
+            {
+                "id": r.id,
+                "seq": r.seq,
+                "time": r.time_ns // 1_000_000,
+                "asset": a.name if a is not None else str(r.asset),
+                "delta": sign + fmt(abs(r.delta), d, d),
+                "reason": r.reason,
+                "ref": r.ref,
+                "free": fmt(r.free, d, d),
+                "held": fmt(r.held, d, d),
+            }
+        )
+    return out
+
+
+async def my_ledger(request: web.Request) -> web.Response:
+    """``GET /api/v1/me/ledger`` (session): the user's own ledger (:func:`ledger_page`)."""
+    return json_response(ledger_page(request, session_user(request).account))
+
+
 def setup(app: web.Application, exchange: Exchange) -> None:
     setup_funding(app, exchange)
     r = app.router
+    r.add_get("/api/v1/me/ledger", my_ledger)
     r.add_get("/api/v1/me/withdrawal-addresses", list_addresses)
     r.add_post("/api/v1/me/withdrawal-addresses", add_address)
     r.add_delete("/api/v1/me/withdrawal-addresses/{address_id}", remove_address)

@@ -17,16 +17,18 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
-from locust import FastHttpUser, between, task
+from locust import FastHttpUser, task
 
-from loadtests.bourse_load.fixtures import Credentials, MarketSpec, fixtures_for
+from loadtests.bourse_load.fixtures import Credentials, MarketSpec, fixtures_for, pause
 
 
 class ApiTraderUser(FastHttpUser):
     """A trader over the signed REST API (see the module docstring)."""
 
-    wait_time = between(0.1, 0.5)
     weight = 2
+
+    def wait_time(self) -> float:
+        return pause(self.environment, "bourse_trader_rate", 0.1, 0.5)
 
     def on_start(self) -> None:
         fixtures = fixtures_for(self.environment)

@@ -11,8 +11,9 @@ Where things are comes from Locust's options (``--host`` is the HTTP base URL; s
 :func:`add_options`) or the environment: ``BOURSE_GATEWAY`` (``host:port``),
 ``BOURSE_OPERATOR_TOKEN``, ``BOURSE_DATA_DIR`` (to read the demo operator's token from
 ``demo-keys.json`` when no token is given), ``BOURSE_MARKETS`` (comma-separated symbols;
-default all). The markets' ids, ticks, lots and a mid price are read once per process from
-``/admin/v1/markets`` and the public book.
+default all), ``BOURSE_MM_RATE`` and ``BOURSE_TRADER_RATE`` (tasks per second of each market
+maker and API trader; by default a random pause). The markets' ids, ticks, lots and a mid
+price are read once per process from ``/admin/v1/markets`` and the public book.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import secrets
 import threading
 from dataclasses import dataclass
@@ -81,6 +83,26 @@ def add_options(parser: Any) -> None:
         "--bourse-data-dir", default=os.environ.get("BOURSE_DATA_DIR", "data/bourse")
     )
     parser.add_argument("--bourse-markets", default=os.environ.get("BOURSE_MARKETS", ""))
+    parser.add_argument(
+        "--bourse-mm-rate",
+        type=float,
+        default=float(os.environ.get("BOURSE_MM_RATE", "0")),
+        help="tasks per second of each market maker (0: a random 50-200 ms pause)",
+    )
+    parser.add_argument(
+        "--bourse-trader-rate",
+        type=float,
+        default=float(os.environ.get("BOURSE_TRADER_RATE", "0")),
+        help="tasks per second of each API trader (0: a random 100-500 ms pause)",
+    )
+
+
+def pause(environment: Environment, rate_option: str, low: float, high: float) -> float:
+    """Seconds a user waits between tasks: ``1 / rate`` when the rate option is set (> 0),
+    else a random pause in ``[low, high]``."""
+    options = environment.parsed_options
+    rate = float(getattr(options, rate_option, 0) or 0) if options is not None else 0.0
+    return 1.0 / rate if rate > 0 else random.uniform(low, high)
 
 
 def _option(environment: Environment, name: str) -> str:

@@ -15,7 +15,7 @@ import random
 import time
 from typing import Any
 
-from locust import User, between, task
+from locust import User, task
 
 from controlplane.gateway.codec import (
     OrderAccepted,
@@ -25,7 +25,7 @@ from controlplane.gateway.codec import (
     RejectCode,
     Side,
 )
-from loadtests.bourse_load.fixtures import Fixtures, MarketSpec, fixtures_for
+from loadtests.bourse_load.fixtures import Fixtures, MarketSpec, fixtures_for, pause
 from loadtests.bourse_load.gateway import GatewayClient, Reply
 
 RACES = {RejectCode.ORDER_NOT_FOUND, RejectCode.AMEND_NO_CHANGE}
@@ -36,9 +36,11 @@ size it already has."""
 class MarketMakerUser(User):
     """A market maker over the binary protocol (see the module docstring)."""
 
-    wait_time = between(0.05, 0.2)
     weight = 2
     max_open = 20
+
+    def wait_time(self) -> float:
+        return pause(self.environment, "bourse_mm_rate", 0.05, 0.2)
 
     def on_start(self) -> None:
         self.fixtures: Fixtures = fixtures_for(self.environment)
