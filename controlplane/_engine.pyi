@@ -156,6 +156,9 @@ class Node:
         """The engine's state hash (32 hex digits), between two commands."""
     def balance(self, account: int, asset: int) -> tuple[int, int] | None:
         """``(free, held)`` atoms, or None if the account has never held the asset."""
+    def fee_rates(self, account: int) -> tuple[int, int, int] | None:
+        """The account's fee tier and its rates, ``(tier, maker_bps, taker_bps)``, or None if
+        the account does not exist."""
     def depth(self, market: int, side: Side, levels: int) -> list[tuple[int, int, int]]:
         """Up to ``levels`` levels as ``(price, quantity, orders)``, best first."""
     def markets(self) -> list[MarketView]:

@@ -169,6 +169,25 @@ def test_limit_order_life_client_ids_amend_and_cancel(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with venue(tmp_path) as v:
             demo = v.demo
+            # The commissions are the account's fee tier in the engine.
+            status, account = await v.call(demo, "GET", "/api/v3/account")
+            assert status == 200
+            assert (account["makerCommission"], account["takerCommission"]) == (
+                MAKER_BPS,
+                TAKER_BPS,
+            )
+            rates = {"maker": "0.00100000", "taker": "0.00200000"}
+            assert {k: account["commissionRates"][k] for k in rates} == rates
+            status, commission = await v.call(
+                demo, "GET", "/api/v3/account/commission", {"symbol": "BTCUSDT"}
+            )
+            assert status == 200
+            assert commission["symbol"] == "BTCUSDT"
+            assert commission["standardCommission"]["maker"] == rates["maker"]
+            assert commission["standardCommission"]["taker"] == rates["taker"]
+            for params, code in [({}, -1102), ({"symbol": "DOGEUSDT"}, -1121)]:
+                status, err = await v.call(demo, "GET", "/api/v3/account/commission", params)
+                assert (status, err["code"]) == (400, code)
             before = await v.balances(demo)
             placed = await v.ok(
                 demo, "POST", ORDER, limit("BUY", "0.01", "50000", newClientOrderId="my-order_1")
@@ -992,6 +1011,16 @@ def test_cancel_replace_and_every_refusal_changes_nothing(tmp_path: Path) -> Non
             assert (
                 await v.ok(demo, "POST", "/api/v3/order/test", limit("BUY", "0.01", "50000")) == {}
             )
+            rates = await v.ok(
+                demo,
+                "POST",
+                "/api/v3/order/test",
+                {**limit("BUY", "0.01", "50000"), "computeCommissionRates": "true"},
+            )
+            assert rates["standardCommissionForOrder"] == {
+                "maker": "0.00100000",  # the demo user's fee tier: 10 / 20 bps
+                "taker": "0.00200000",
+            }
             assert await v.state(demo) == state
             counts = await v.ok(demo, "GET", "/api/v3/rateLimit/order")
             assert [(c["rateLimitType"], c["interval"], c["intervalNum"]) for c in counts] == [

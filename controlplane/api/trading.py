@@ -37,8 +37,7 @@ support for this symbol."); a MARKET buy by ``quantity`` may spend the account's
 ``timeInForce`` of MARKET and LIMIT_MAKER orders shows ``GTC`` as on Binance. Deviations:
 ``newClientOrderId`` of an amend must be absent or the order's current id (the engine keeps
 an order's client id), a cancel's ``newClientOrderId`` is only echoed, ``strategyId``,
-pegged and iceberg orders are not offered, ``computeCommissionRates=true`` is refused
-(``-1130``: the node does not expose fee rates yet), cancel-replace is two engine commands
+pegged and iceberg orders are not offered, cancel-replace is two engine commands
 (another command may come between them), and the ORDERS counts are per API key.
 
 Complexity: each request is one authentication, a few indexed SQLite reads and at most two
@@ -75,6 +74,7 @@ from controlplane.api.errors import (
     illegal,
     mandatory,
 )
+from controlplane.api.users import commission_rates, fee_rates
 from controlplane.listing import Market
 from controlplane.orders import (
     CLIENT_ID,
@@ -517,8 +517,10 @@ async def new_order(request: web.Request) -> web.Response:
 
 @weighted(1)
 async def test_order(request: web.Request) -> web.Response:
-    """Every check of ``POST /api/v3/order``, nothing submitted. ``computeCommissionRates``
-    true is refused (-1130): the node does not expose fee rates yet."""
+    """Every check of ``POST /api/v3/order``, nothing submitted. With
+    ``computeCommissionRates=true``: the account's rates (its fee tier in the engine) as
+    Binance's ``standardCommissionForOrder``; no tax, no discount asset. (Weight 1 either
+    way: Binance charges 20 with the rates.)"""
     signed = await authenticate(request, "trade")
     t = request.app[TRADING]
     params = Params(signed, ORDER_PARAMS | {"computeCommissionRates"})
@@ -527,9 +529,22 @@ async def test_order(request: web.Request) -> web.Response:
         "computeCommissionRates", ("true", "false"), "false", invalid("computeCommissionRates")
     )
     parse_new_order(t.exchange, params, mk)
-    if compute == "true":
-        raise invalid("computeCommissionRates")
-    return json_response({})
+    if compute == "false":
+        return json_response({})
+    rates = commission_rates(*fee_rates(t.exchange, signed.account))
+    zero = rates["buyer"]
+    return json_response(
+        {
+            "standardCommissionForOrder": {"maker": rates["maker"], "taker": rates["taker"]},
+            "taxCommissionForOrder": {"maker": zero, "taker": zero},
+            "discount": {
+                "enabledForAccount": False,
+                "enabledForSymbol": False,
+                "discountAsset": None,
+                "discount": zero,
+            },
+        }
+    )
 
 
 @weighted(4)

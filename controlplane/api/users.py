@@ -21,6 +21,7 @@ Every handler validates fully before changing anything (see :mod:`controlplane.a
 ``DELETE /api/v1/me/api-keys/{id}``     revoke
 ``GET    /api/v1/me/notifications``     newest first, ``?limit=`` 1..500 (100)
 ``GET    /api/v3/account``              Binance's account information (SIGNED, read)
+``GET    /api/v3/account/commission``   the account's commission rates (SIGNED, read)
 =====================================  ===========================================
 """
 
@@ -39,9 +40,11 @@ from controlplane.api.errors import (
     ILLEGAL_CHARS,
     INVALID_PARAMETER,
     MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+    REJECTED_MBX_KEY,
     UNAUTHORIZED,
     UNKNOWN_PARAM,
     ApiError,
+    bad_symbol,
     illegal,
     mandatory,
 )
@@ -235,10 +238,25 @@ async def notifications(request: web.Request) -> web.Response:
 ACCOUNT_PARAMS = {"omitZeroBalances"}
 
 
+def fee_rates(exchange: Exchange, account: int) -> tuple[int, int]:
+    """The account's ``(maker_bps, taker_bps)`` from its fee tier in the engine."""
+    found = exchange.node.fee_rates(account)
+    if found is None:  # every user's account exists in the engine before the user does
+        raise ApiError(REJECTED_MBX_KEY, "Invalid API-key, IP, or permissions for action.", 401)
+    return found[1], found[2]
+
+
+def commission_rates(maker_bps: int, taker_bps: int) -> dict[str, str]:
+    """Binance's ``commissionRates`` / ``standardCommission``: fractions with 8 decimals."""
+    zero = fmt(0, 4)
+    return {"maker": fmt(maker_bps, 4), "taker": fmt(taker_bps, 4), "buyer": zero, "seller": zero}
+
+
 @weighted(20)
 async def account(request: web.Request) -> web.Response:
-    """Binance's ``GET /api/v3/account``. Commissions are 0 (the fee tier's rates are not
-    exposed by the node yet); ``updateTime`` is 0 (not tracked)."""
+    """Binance's ``GET /api/v3/account``. Commissions are the account's fee tier in the
+    engine (``makerCommission`` in basis points, ``commissionRates`` as fractions; no
+    buyer/seller surcharge); ``updateTime`` is 0 (not tracked)."""
     signed = await authenticate(request, "read")
     read_only(signed, ACCOUNT_PARAMS)
     omit_text = signed.params.get("omitZeroBalances", "false")
@@ -264,15 +282,15 @@ async def account(request: web.Request) -> web.Response:
                 "locked": fmt(held, asset.decimals, asset.decimals),
             }
         )
-    zero = "0.00000000"
+    maker_bps, taker_bps = fee_rates(exchange, signed.account)
     can_trade = "trade" in signed.permissions and not user.frozen
     return json_response(
         {
-            "makerCommission": 0,
-            "takerCommission": 0,
+            "makerCommission": maker_bps,
+            "takerCommission": taker_bps,
             "buyerCommission": 0,
             "sellerCommission": 0,
-            "commissionRates": {"maker": zero, "taker": zero, "buyer": zero, "seller": zero},
+            "commissionRates": commission_rates(maker_bps, taker_bps),
             "canTrade": can_trade,
             "canWithdraw": "withdraw" in signed.permissions and not user.frozen,
             "canDeposit": True,
@@ -284,6 +302,37 @@ async def account(request: web.Request) -> web.Response:
             "balances": balances,
             "permissions": ["SPOT"],
             "uid": user.id,
+        }
+    )
+
+
+COMMISSION_PARAMS = {"symbol"}
+
+
+@weighted(20)
+async def account_commission(request: web.Request) -> web.Response:
+    """Binance's ``GET /api/v3/account/commission``: the account's rates for a symbol (the
+    same for every symbol: the fee tier is per account). No tax, no discount asset."""
+    signed = await authenticate(request, "read")
+    read_only(signed, COMMISSION_PARAMS)
+    symbol = signed.params.get("symbol", "")
+    if not symbol:
+        raise mandatory("symbol")
+    exchange: Exchange = request.app[EXCHANGE]
+    if symbol not in exchange.listing.by_symbol:
+        raise bad_symbol()
+    zero = fmt(0, 4)
+    return json_response(
+        {
+            "symbol": symbol,
+            "standardCommission": commission_rates(*fee_rates(exchange, signed.account)),
+            "taxCommission": {"maker": zero, "taker": zero, "buyer": zero, "seller": zero},
+            "discount": {
+                "enabledForAccount": False,
+                "enabledForSymbol": False,
+                "discountAsset": None,
+                "discount": zero,
+            },
         }
     )
 
@@ -302,3 +351,4 @@ def setup(app: web.Application, exchange: Exchange) -> None:
     r.add_delete("/api/v1/me/api-keys/{key_id}", revoke_key)
     r.add_get("/api/v1/me/notifications", notifications)
     r.add_get("/api/v3/account", account)
+    r.add_get("/api/v3/account/commission", account_commission)

@@ -1508,7 +1508,16 @@ impl Engine {
 
     // ----- queries -------------------------------------------------------------------
 
-    /// An account's balance in an asset.
+    /// The account's fee tier and its rates, `(tier, maker_bps, taker_bps)`, or None if
+    /// the account does not exist.
+    pub fn fee_rates(&self, account: AccountId) -> Option<(u8, u32, u32)> {
+        let ai = self.account_index.get(&account.0)?;
+        let tier = self.accounts[*ai as usize].fee_tier;
+        let rates = self.fee_tiers[tier as usize].expect("an account's fee tier is always defined");
+        Some((tier, rates.maker_bps, rates.taker_bps))
+    }
+
+    /// `(free, held)` of an account in an asset, or None if it never held it.
     pub fn balance(&self, account: AccountId, asset: AssetId) -> Option<Balance> {
         let ai = self.account_index.get(&account.0)?;
         let si = self.asset_index.get(&asset.0)?;

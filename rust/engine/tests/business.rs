@@ -891,8 +891,12 @@ fn partial_fill_leaves_the_rest_resting_at_the_front() {
 #[test]
 fn maker_and_taker_fees_by_tier_go_to_the_fee_account_rounded_down() {
     let mut x = Exchange::btc_usdt();
+    assert_eq!(x.engine.fee_rates(ALICE), Some((0, 0, 0)), "tier 0 is free until set");
     x.fee_tier(ALICE, RETAIL).ok(); // maker 10, taker 20 bps
     x.fee_tier(BOB, VIP).ok(); // maker 2, taker 5 bps
+    assert_eq!(x.engine.fee_rates(ALICE), Some((RETAIL, 10, 20)));
+    assert_eq!(x.engine.fee_rates(BOB), Some((VIP, 2, 5)));
+    assert_eq!(x.engine.fee_rates(AccountId(999_999)), None);
     x.deposit(ALICE, BTC, btc(1)).ok();
     x.deposit(BOB, USDT, usdt(100)).ok();
 

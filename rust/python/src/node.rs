@@ -403,6 +403,12 @@ impl PyNode {
         })
     }
 
+    /// The account's fee tier and its rates as `(tier, maker_bps, taker_bps)`, or None if
+    /// the account does not exist.
+    fn fee_rates(&self, py: Python<'_>, account: u64) -> Result<Option<(u8, u32, u32)>> {
+        self.with_node(py, |node| Ok(node.query(move |e| e.fee_rates(AccountId(account)))?))
+    }
+
     /// Up to `levels` price levels of one side, best first, as `(price, quantity, orders)`.
     fn depth(
         &self,
