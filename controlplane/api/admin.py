@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -367,15 +367,18 @@ async def add_asset(request: web.Request, operator: Operator) -> web.Response:
     if not 0 <= body.decimals <= 18:
         raise invalid("Data sent for parameter 'decimals' is not valid: 0 to 18.")
     engine_assets = dict(exchange.node.assets())
-    asset_id = body.id if body.id is not None else max(engine_assets, default=0) + 1
+    busy = _listing_now(request)
+    asset_id = body.id if body.id is not None else _next_id(engine_assets, busy, "asset-id")
     if not 1 <= asset_id <= U32_MAX:
         raise invalid(f"Data sent for parameter 'id' is not valid: 1 to {U32_MAX}.")
-    if body.name in listing.assets_by_name or body.name in _listing_now(request):
+    if body.name in listing.assets_by_name or f"asset:{body.name}" in busy:
         raise conflict(f"Asset {body.name} is listed already.")
     if asset_id in listing.assets:
         raise conflict(f"Asset id {asset_id} is listed already ({listing.assets[asset_id].name}).")
+    if f"asset-id:{asset_id}" in busy:
+        raise conflict(f"Asset id {asset_id} is being listed.")
     asset = Asset(asset_id, body.name, body.decimals)
-    with _Reserving(request, body.name):
+    with _Reserving(request, f"asset:{body.name}", f"asset-id:{asset_id}"):
         if engine_assets.get(asset_id) != body.decimals:  # else: a crash left it unnamed
             await _submit(request, ListAsset(asset=asset_id, decimals=body.decimals), "the asset")
         listing.record_asset(asset)
@@ -390,17 +393,25 @@ def _listing_now(request: web.Request) -> set[str]:
 
 
 class _Reserving:
-    """Reserve a name while it is being listed (two requests cannot list the same name)."""
+    """Reserve names and ids (``asset:BTC``, ``asset-id:1``, ``market:BTCUSDT``,
+    ``market-id:1``) while they are being listed: two requests interleaved at the engine
+    command's ``await`` cannot list the same name or the same id."""
 
-    def __init__(self, request: web.Request, name: str) -> None:
-        self.names = _listing_now(request)
-        self.name = name
+    def __init__(self, request: web.Request, *keys: str) -> None:
+        self.busy = _listing_now(request)
+        self.keys = keys
 
     def __enter__(self) -> None:
-        self.names.add(self.name)
+        self.busy.update(self.keys)
 
     def __exit__(self, *_: object) -> None:
-        self.names.discard(self.name)
+        self.busy.difference_update(self.keys)
+
+
+def _next_id(listed: Iterable[int], busy: set[str], prefix: str) -> int:
+    """The next free id: above every listed one and every one being listed now."""
+    taken = [int(k.split(":", 1)[1]) for k in busy if k.startswith(prefix + ":")]
+    return max([*listed, *taken], default=0) + 1
 
 
 def _market_status(exchange: Exchange) -> dict[int, str]:
@@ -435,7 +446,8 @@ async def add_market(request: web.Request, operator: Operator) -> web.Response:
         raise invalid(
             "Data sent for parameter 'symbol' is not valid: 2 to 40 characters from A-Z, 0-9."
         )
-    if body.symbol in listing.by_symbol or body.symbol in _listing_now(request):
+    busy = _listing_now(request)
+    if body.symbol in listing.by_symbol or f"market:{body.symbol}" in busy:
         raise conflict(f"Market {body.symbol} is listed already.")
     base = listing.assets_by_name.get(body.base)
     quote = listing.assets_by_name.get(body.quote)
@@ -450,11 +462,13 @@ async def add_market(request: web.Request, operator: Operator) -> web.Response:
     lot = _size(body.lot_size, base.decimals, "lot_size", positive=True)
     min_notional = _size(body.min_notional, quote.decimals, "min_notional", positive=False)
     engine_markets = {m["market"]: m for m in exchange.node.markets()}
-    market_id = body.id if body.id is not None else max(engine_markets, default=0) + 1
+    market_id = body.id if body.id is not None else _next_id(engine_markets, busy, "market-id")
     if not 1 <= market_id <= U32_MAX:
         raise invalid(f"Data sent for parameter 'id' is not valid: 1 to {U32_MAX}.")
     if market_id in listing.markets:
         raise conflict(f"Market id {market_id} is listed already.")
+    if f"market-id:{market_id}" in busy:
+        raise conflict(f"Market id {market_id} is being listed.")
     market = Market(
         market_id, body.symbol, base, quote, body.price_decimals, tick, lot, min_notional
     )
@@ -468,7 +482,7 @@ async def add_market(request: web.Request, operator: Operator) -> web.Response:
         lot_size=lot,
         min_notional=min_notional,
     )
-    with _Reserving(request, body.symbol):
+    with _Reserving(request, f"market:{body.symbol}", f"market-id:{market_id}"):
         engine = engine_markets.get(market_id)
         unnamed = engine is not None and spec == (
             engine["base"],
