@@ -80,7 +80,7 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -528,16 +528,37 @@ class Funding:
         limit: int = 1000,
     ) -> list[DepositRecord]:
         """Deposits, newest first."""
-        sql, args = "SELECT * FROM deposits WHERE 1 = 1", []
-        for column, value in (
-            ("account", account),
-            ("asset", None if asset is None else asset.id),
-            ("status", status),
-            ("tx_id", tx_id),
-        ):
+        equal = {
+            "account": account,
+            "asset": None if asset is None else asset.id,
+            "status": status,
+            "tx_id": tx_id,
+        }
+        rows = self._history("deposits", equal, None, start_ms, end_ms, offset, limit)
+        return [self._deposit_from(r) for r in rows]
+
+    def _history(
+        self,
+        table: Literal["deposits", "withdrawals"],
+        equal: Mapping[str, object],
+        statuses: Sequence[str] | None,
+        start_ms: int | None,
+        end_ms: int | None,
+        offset: int,
+        limit: int,
+    ) -> list[sqlite3.Row]:
+        """A page of ``table``'s rows, newest first: the columns in ``equal`` that are not
+        None must match, ``status`` must be one of ``statuses`` (if given), and
+        ``created_ms`` must be within ``[start_ms, end_ms]``. Column names are this module's
+        constants, never input."""
+        sql, args = f"SELECT * FROM {table} WHERE 1 = 1", []
+        for column, value in equal.items():
             if value is not None:
                 sql += f" AND {column} = ?"
                 args.append(value)
+        if statuses is not None:
+            sql += f" AND status IN ({', '.join('?' for _ in statuses)})"
+            args.extend(statuses)
         if start_ms is not None:
             sql += " AND created_ms >= ?"
             args.append(start_ms)
@@ -545,8 +566,7 @@ class Funding:
             sql += " AND created_ms <= ?"
             args.append(end_ms)
         sql += " ORDER BY id DESC LIMIT ? OFFSET ?"
-        rows = self.db.conn.execute(sql, (*args, limit, offset)).fetchall()
-        return [self._deposit_from(r) for r in rows]
+        return self.db.conn.execute(sql, (*args, limit, offset)).fetchall()
 
     async def deposit(
         self,
@@ -701,26 +721,12 @@ class Funding:
         limit: int = 1000,
     ) -> list[Withdrawal]:
         """Withdrawals, newest first."""
-        sql, args = "SELECT * FROM withdrawals WHERE 1 = 1", []
-        for column, value in (
-            ("user_id", user_id),
-            ("asset", None if asset is None else asset.id),
-            ("withdraw_order_id", withdraw_order_id),
-        ):
-            if value is not None:
-                sql += f" AND {column} = ?"
-                args.append(value)
-        if statuses is not None:
-            sql += f" AND status IN ({', '.join('?' for _ in statuses)})"
-            args.extend(statuses)
-        if start_ms is not None:
-            sql += " AND created_ms >= ?"
-            args.append(start_ms)
-        if end_ms is not None:
-            sql += " AND created_ms <= ?"
-            args.append(end_ms)
-        sql += " ORDER BY id DESC LIMIT ? OFFSET ?"
-        rows = self.db.conn.execute(sql, (*args, limit, offset)).fetchall()
+        equal = {
+            "user_id": user_id,
+            "asset": None if asset is None else asset.id,
+            "withdraw_order_id": withdraw_order_id,
+        }
+        rows = self._history("withdrawals", equal, statuses, start_ms, end_ms, offset, limit)
         return [self._withdrawal_from(r) for r in rows]
 
     def count_withdrawals(self, status: WithdrawalStatus) -> int:
