@@ -246,6 +246,7 @@ def bench_gateway(
     node_core: int | None = None,
     node_wait: str | None = None,
     node_pipeline: str = "threads",
+    client_spin_core: int | None = None,
 ) -> dict[str, Any]:
     """The gateway benchmark (GIL released): a node (``policy``) and a gateway in process,
     ``sessions`` order-entry sessions offering ``rate`` requests/s in total, open loop, for
@@ -255,5 +256,7 @@ def bench_gateway(
     ``gateway`` and ``node`` counters, and more. ``gateway_core`` / ``node_core`` pin the
     gateway's I/O thread / the node's three pipeline threads; ``node_wait`` is the node's wait
     strategy (``busy-spin``, ``yield``, ``spin-then-park[:SPINS:PARK_US]``), ``node_pipeline``
-    its pipeline mode (``threads`` or ``single``). ValueError for a
-    bad argument, ToolError if it fails."""
+    its pipeline mode (``threads`` or ``single``); ``client_spin_core`` runs the load
+    generator as one thread pinned to that core that never sleeps (instead of
+    ``client_threads`` sender/receiver pairs). ValueError for a bad argument, ToolError if it
+    fails."""

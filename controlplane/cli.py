@@ -6,6 +6,7 @@
     bourse bench gateway --rate R --duration S [--policy fsync|write|none] [--sessions N]
                          [--warmup S] [--seed S] [--max-resting N] [--client-threads N]
                          [--gateway-core N] [--node-core N] [--node-wait STRATEGY]
+                         [--client-spin-core N]
                          [--node-pipeline threads|single]
     bourse bench bridge [--orders N] [--concurrency C] [--policy fsync|write|none]
     bourse bench api [--clients C] [--duration S] [--rate R] [--durability fsync|write|none]
@@ -191,6 +192,7 @@ def _bench_gateway(args: argparse.Namespace) -> int:
         node_core=args.node_core,
         node_wait=args.node_wait,
         node_pipeline=args.node_pipeline,
+        client_spin_core=args.client_spin_core,
     )
     _emit(json.dumps(report, separators=(",", ":")))
     return 0
@@ -214,6 +216,12 @@ def add_bench_gateway(subparsers: SubParsers) -> None:
     )
     p.add_argument(
         "--client-threads", type=_positive_int, default=1, help="load generator thread pairs"
+    )
+    p.add_argument(
+        "--client-spin-core",
+        type=_non_negative_int,
+        metavar="N",
+        help="one load generator thread, pinned to core N, that never sleeps",
     )
     p.add_argument("--gateway-core", type=_non_negative_int, help="pin the gateway I/O thread")
     p.add_argument(

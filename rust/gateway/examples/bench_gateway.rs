@@ -35,6 +35,10 @@ fn run() -> Result<(), String> {
             "--seed" => cfg.seed = value.parse().map_err(|e| bad(&e))?,
             "--max-resting" => cfg.max_resting = value.parse().map_err(|e| bad(&e))?,
             "--client-threads" => cfg.client_threads = value.parse().map_err(|e| bad(&e))?,
+            // One client thread that never sleeps, pinned to this core.
+            "--client-spin-core" => {
+                cfg.client_spin_core = Some(value.parse().map_err(|e| bad(&e))?);
+            }
             "--drain" => cfg.drain_s = value.parse().map_err(|e| bad(&e))?,
             "--gateway-core" => cfg.gateway_core = Some(value.parse().map_err(|e| bad(&e))?),
             "--gateway-spin-us" => cfg.gateway_spin_us = Some(value.parse().map_err(|e| bad(&e))?),

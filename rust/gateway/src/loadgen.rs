@@ -34,7 +34,8 @@
 //! Not one writer and one reader thread per session: on a small machine (the target has
 //! two cores shared with the node's and the gateway's threads) `2 × sessions` client
 //! threads would turn scheduler noise into the measurement. Instead `client_threads`
-//! (default 1) *pairs* of threads serve every session: a **sender** owns the write halves
+//! (default 1) *pairs* of threads serve every session (or, with [`LoadConfig::spin_core`],
+//! one pinned thread that does both and never sleeps): a **sender** owns the write halves
 //! (non-blocking sockets with a per-session output buffer, so one session's full socket
 //! never blocks the others) and keeps the schedule, sleeping until the next request is due
 //! and sending everything due when it wakes; a **receiver** owns the read halves
@@ -124,6 +125,11 @@ pub struct LoadConfig {
     pub client_threads: usize,
     /// Heartbeat interval asked for at login, ms (the senders send one when a session idles).
     pub heartbeat_ms: u32,
+    /// `Some(core)`: instead of sender/receiver pairs, one client thread pinned to `core`
+    /// sends and receives in a loop that never sleeps — for a machine that can give the
+    /// client a core of its own, so that neither timer slack nor a thread wake-up is
+    /// measured (`client_threads` is then 1).
+    pub spin_core: Option<usize>,
 }
 
 impl Default for LoadConfig {
@@ -142,6 +148,7 @@ impl Default for LoadConfig {
             max_resting: 256,
             client_threads: 1,
             heartbeat_ms: 10_000,
+            spin_core: None,
         }
     }
 }
@@ -851,102 +858,160 @@ struct SenderPlan {
     stop: Arc<AtomicBool>,
 }
 
-fn run_sender(mut plan: SenderPlan) -> Result<SenderResult, String> {
-    let mut lag = new_histogram()?;
-    let mut mix = MixCounts::default();
-    let (mut sent, mut not_sent) = (0u64, 0u64);
-    let n = plan.sessions.len();
-    let sched = |j: u64| -> u64 {
-        plan.phase_ns + (j as u128 * NS_PER_SEC as u128 * plan.rate_den / plan.rate_num) as u64
-    };
-    let heartbeat_ns = plan.cfg.heartbeat_ms as u64 * 1_000_000 / 3;
-    let mut last_heartbeat_check = 0u64;
-    let mut j = 0u64;
-    let mut dirty = vec![false; n];
-    let mut unflushed = false;
-    let end_ns = plan.window.end_ns;
-    loop {
-        if plan.stop.load(Ordering::Relaxed) {
-            break;
+/// What one turn of a sender did.
+enum SendTurn {
+    /// Sent (or flushed) something: turn again at once.
+    Worked,
+    /// Nothing due for this many ns.
+    Wait(u64),
+    /// A socket is full: try again shortly.
+    Unflushed,
+    /// The schedule is done and everything is written (or the run was stopped).
+    Done,
+}
+
+/// A sender's state between turns (see [`run_sender`] and [`run_spinning`]).
+struct Sender {
+    plan: SenderPlan,
+    lag: Histogram<u64>,
+    mix: MixCounts,
+    sent: u64,
+    not_sent: u64,
+    heartbeat_ns: u64,
+    last_heartbeat_check: u64,
+    j: u64,
+    dirty: Vec<bool>,
+    unflushed: bool,
+}
+
+impl Sender {
+    fn new(plan: SenderPlan) -> Result<Sender, String> {
+        let n = plan.sessions.len();
+        Ok(Sender {
+            heartbeat_ns: plan.cfg.heartbeat_ms as u64 * 1_000_000 / 3,
+            plan,
+            lag: new_histogram()?,
+            mix: MixCounts::default(),
+            sent: 0,
+            not_sent: 0,
+            last_heartbeat_check: 0,
+            j: 0,
+            dirty: vec![false; n],
+            unflushed: false,
+        })
+    }
+
+    fn sched(&self, j: u64) -> u64 {
+        let p = &self.plan;
+        p.phase_ns + (j as u128 * NS_PER_SEC as u128 * p.rate_den / p.rate_num) as u64
+    }
+
+    /// Send everything due (up to a batch), flush, send heartbeats; never sleeps.
+    fn turn(&mut self) -> SendTurn {
+        if self.plan.stop.load(Ordering::Relaxed) {
+            return SendTurn::Done;
         }
-        let mut now = ns_since(plan.t0);
-        let mut next = sched(j);
-        if next >= end_ns && !unflushed {
-            break;
+        let n = self.plan.sessions.len();
+        let end_ns = self.plan.window.end_ns;
+        let mut now = ns_since(self.plan.t0);
+        let mut next = self.sched(self.j);
+        if next >= end_ns && !self.unflushed {
+            return SendTurn::Done;
         }
         let mut batch = 0;
         while next <= now && next < end_ns && batch < SEND_BATCH {
-            let k = (j % n as u64) as usize;
-            let s = &mut plan.sessions[k];
+            let k = (self.j % n as u64) as usize;
+            let s = &mut self.plan.sessions[k];
             if s.shared.dead.load(Ordering::Relaxed) {
-                not_sent += 1;
+                self.not_sent += 1;
             } else {
                 let msg = {
                     let mut book = lock(&s.shared.book);
-                    plan_request(&mut book, &mut s.rng, &plan.cfg, next, &mut mix)
+                    plan_request(&mut book, &mut s.rng, &self.plan.cfg, next, &mut self.mix)
                 };
                 msg.append_to(&mut s.out);
-                plan.outstanding.fetch_add(1, Ordering::Relaxed);
-                dirty[k] = true;
-                sent += 1;
-                if next >= plan.window.start_ns {
-                    lag.saturating_record(now.saturating_sub(next).max(1));
+                self.plan.outstanding.fetch_add(1, Ordering::Relaxed);
+                self.dirty[k] = true;
+                self.sent += 1;
+                if next >= self.plan.window.start_ns {
+                    self.lag.saturating_record(now.saturating_sub(next).max(1));
                 }
             }
-            j += 1;
+            self.j += 1;
             batch += 1;
-            next = sched(j);
+            next = self.sched(self.j);
             if batch % 32 == 0 {
-                now = ns_since(plan.t0);
+                now = ns_since(self.plan.t0);
             }
         }
-        unflushed = false;
-        for (k, s) in plan.sessions.iter_mut().enumerate() {
-            if !dirty[k] {
+        self.unflushed = false;
+        for (k, s) in self.plan.sessions.iter_mut().enumerate() {
+            if !self.dirty[k] {
                 continue;
             }
             match s.flush() {
                 Ok(true) => {
-                    dirty[k] = false;
+                    self.dirty[k] = false;
                     s.last_write_ns = now;
                 }
-                Ok(false) => unflushed = true,
+                Ok(false) => self.unflushed = true,
                 Err(_) => {
-                    dirty[k] = false;
+                    self.dirty[k] = false;
                     s.shared.dead.store(true, Ordering::Relaxed);
                 }
             }
         }
-        if now >= last_heartbeat_check + 50_000_000 {
-            last_heartbeat_check = now;
-            for (k, s) in plan.sessions.iter_mut().enumerate() {
-                if now.saturating_sub(s.last_write_ns) >= heartbeat_ns {
+        if now >= self.last_heartbeat_check + 50_000_000 {
+            self.last_heartbeat_check = now;
+            for (k, s) in self.plan.sessions.iter_mut().enumerate() {
+                if now.saturating_sub(s.last_write_ns) >= self.heartbeat_ns {
                     let hb = Heartbeat { timestamp_ns: wall_ns() };
                     Message::Heartbeat(hb).append_to(&mut s.out);
-                    dirty[k] = true;
+                    self.dirty[k] = true;
                     s.last_write_ns = now;
                 }
             }
         }
         if batch > 0 {
-            continue;
+            SendTurn::Worked
+        } else if self.unflushed {
+            SendTurn::Unflushed
+        } else {
+            SendTurn::Wait(next.saturating_sub(ns_since(self.plan.t0)))
         }
+    }
+
+    fn finish(self) -> SenderResult {
+        let sessions = self.plan.sessions.into_iter().map(|s| s.stream).collect();
+        SenderResult {
+            sessions,
+            sent: self.sent,
+            not_sent: self.not_sent,
+            mix: self.mix,
+            lag: self.lag,
+        }
+    }
+}
+
+fn run_sender(plan: SenderPlan) -> Result<SenderResult, String> {
+    let mut sender = Sender::new(plan)?;
+    loop {
         // Sleep rather than spin or yield: on a machine with fewer cores than busy threads a
         // spinning client steals the server's CPU, and `yield_now` to a spinning thread can
         // cost a whole scheduler tick. A sleep overshoots by the timer slack (~50-60 µs),
-        // which shows in `send_lag_*` and, being measured from the schedule, in the latency.
-        let now = ns_since(plan.t0);
-        let wait = next.saturating_sub(now);
-        if unflushed {
-            std::thread::sleep(Duration::from_micros(20));
-        } else if wait > SPIN_BELOW_NS {
-            std::thread::sleep(Duration::from_nanos(wait));
-        } else {
-            std::hint::spin_loop();
+        // which shows in `send_lag_*` and, being measured from the schedule, in the latency
+        // ([`LoadConfig::spin_core`] avoids it on a core of the client's own).
+        match sender.turn() {
+            SendTurn::Done => break,
+            SendTurn::Worked => {}
+            SendTurn::Unflushed => std::thread::sleep(Duration::from_micros(20)),
+            SendTurn::Wait(wait) if wait > SPIN_BELOW_NS => {
+                std::thread::sleep(Duration::from_nanos(wait));
+            }
+            SendTurn::Wait(_) => std::hint::spin_loop(),
         }
     }
-    let sessions = plan.sessions.into_iter().map(|s| s.stream).collect();
-    Ok(SenderResult { sessions, sent, not_sent, mix, lag })
+    Ok(sender.finish())
 }
 
 // ---- Receiver ---------------------------------------------------------------------------------
@@ -990,51 +1055,104 @@ fn drain_frames(s: &mut RecvSession, now_ns: u64, plan: &ReceiverPlan, stats: &m
     }
 }
 
-fn run_receiver(mut plan: ReceiverPlan) -> Result<RecvStats, String> {
-    let mut stats = RecvStats::new()?;
-    let mut poll = mio::Poll::new().map_err(|e| e.to_string())?;
-    let mut sessions = std::mem::take(&mut plan.sessions);
-    for (i, s) in sessions.iter_mut().enumerate() {
-        poll.registry()
-            .register(&mut s.stream, mio::Token(i), mio::Interest::READABLE)
-            .map_err(|e| e.to_string())?;
-        // Frames that arrived with the LoginAccepted.
-        drain_frames(s, ns_since(plan.t0), &plan, &mut stats);
+/// A receiver's state between turns (see [`run_receiver`] and [`run_spinning`]).
+struct Receiver {
+    plan: ReceiverPlan,
+    sessions: Vec<RecvSession>,
+    poll: mio::Poll,
+    events: mio::Events,
+    stats: RecvStats,
+}
+
+impl Receiver {
+    fn new(mut plan: ReceiverPlan) -> Result<Receiver, String> {
+        let mut stats = RecvStats::new()?;
+        let poll = mio::Poll::new().map_err(|e| e.to_string())?;
+        let mut sessions = std::mem::take(&mut plan.sessions);
+        for (i, s) in sessions.iter_mut().enumerate() {
+            poll.registry()
+                .register(&mut s.stream, mio::Token(i), mio::Interest::READABLE)
+                .map_err(|e| e.to_string())?;
+            // Frames that arrived with the LoginAccepted.
+            drain_frames(s, ns_since(plan.t0), &plan, &mut stats);
+        }
+        Ok(Receiver { plan, sessions, poll, events: mio::Events::with_capacity(256), stats })
     }
-    let mut events = mio::Events::with_capacity(256);
-    while !plan.stop.load(Ordering::Relaxed) {
-        if let Err(e) = poll.poll(&mut events, Some(RECV_POLL)) {
+
+    fn stopped(&self) -> bool {
+        self.plan.stop.load(Ordering::Relaxed)
+    }
+
+    /// Wait up to `timeout` for readable sessions and take in everything they have.
+    fn turn(&mut self, timeout: Duration) -> Result<(), String> {
+        if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
             if e.kind() == ErrorKind::Interrupted {
-                continue;
+                return Ok(());
             }
             return Err(format!("poll: {e}"));
         }
-        for event in events.iter() {
-            let Some(s) = sessions.get_mut(event.token().0) else { continue };
+        for event in self.events.iter() {
+            let Some(s) = self.sessions.get_mut(event.token().0) else { continue };
             while !s.done {
                 match s.stream.read(s.decoder.spare()) {
                     Ok(0) => {
-                        stats.ended("connection closed".into());
+                        self.stats.ended("connection closed".into());
                         s.done = true;
                         s.shared.dead.store(true, Ordering::Relaxed);
                     }
                     Ok(n) => {
                         s.decoder.commit(n);
-                        let now = ns_since(plan.t0);
-                        drain_frames(s, now, &plan, &mut stats);
+                        let now = ns_since(self.plan.t0);
+                        drain_frames(s, now, &self.plan, &mut self.stats);
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) => {
-                        stats.ended(format!("read error: {}", e.kind()));
+                        self.stats.ended(format!("read error: {}", e.kind()));
                         s.done = true;
                         s.shared.dead.store(true, Ordering::Relaxed);
                     }
                 }
             }
         }
+        Ok(())
     }
-    Ok(stats)
+}
+
+fn run_receiver(plan: ReceiverPlan) -> Result<RecvStats, String> {
+    let mut receiver = Receiver::new(plan)?;
+    while !receiver.stopped() {
+        receiver.turn(RECV_POLL)?;
+    }
+    Ok(receiver.stats)
+}
+
+/// The one client thread of [`LoadConfig::spin_core`]: pinned, it sends and receives in one
+/// loop that never sleeps (a socket read costs a poll with no timeout), so neither a timer's
+/// slack nor a wake-up is in the measured latency. Signals `sending_done` when the schedule
+/// is done, then receives until the receivers' stop.
+fn run_spinning(
+    send: SenderPlan,
+    recv: ReceiverPlan,
+    core: usize,
+    sending_done: Arc<AtomicBool>,
+) -> Result<(SenderResult, RecvStats), String> {
+    bourse_node::affinity::pin_current_thread(Some(core))?;
+    let mut sender = Sender::new(send)?;
+    let mut receiver = Receiver::new(recv)?;
+    let mut sending = true;
+    loop {
+        if sending && matches!(sender.turn(), SendTurn::Done) {
+            sending = false;
+            sending_done.store(true, Ordering::Release);
+        }
+        receiver.turn(Duration::ZERO)?;
+        if !sending && receiver.stopped() {
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    Ok((sender.finish(), receiver.stats))
 }
 
 // ---- The run ----------------------------------------------------------------------------------
@@ -1065,7 +1183,7 @@ pub fn run_load(
             "the price band must lie above 0 (mid > levels × tick, tick and lot > 0)".into()
         );
     }
-    let threads = cfg.client_threads.clamp(1, keys.len());
+    let threads = if cfg.spin_core.is_some() { 1 } else { cfg.client_threads.clamp(1, keys.len()) };
     let mut conns = Vec::with_capacity(keys.len());
     for key in keys {
         conns.push(login(addr, key, cfg.heartbeat_ms)?);
@@ -1107,26 +1225,21 @@ pub fn run_load(
     }
     let t0 = Instant::now();
     window.t0_wall_ns = wall_ns();
-    let mut receivers = Vec::with_capacity(threads);
-    for (p, sessions) in recv_sets.into_iter().enumerate() {
-        let plan = ReceiverPlan {
+    let n = keys.len() as u128;
+    let mut receiver_plans = Vec::with_capacity(threads);
+    for sessions in recv_sets {
+        receiver_plans.push(ReceiverPlan {
             sessions,
             window,
             t0,
             outstanding: outstanding.clone(),
             stop: stop_receivers.clone(),
-        };
-        let h = std::thread::Builder::new()
-            .name(format!("loadgen-recv-{p}"))
-            .spawn(move || run_receiver(plan))
-            .map_err(|e| e.to_string())?;
-        receivers.push(h);
+        });
     }
-    let n = keys.len() as u128;
-    let mut senders = Vec::with_capacity(threads);
+    let mut sender_plans = Vec::with_capacity(threads);
     for (p, sessions) in send_sets.into_iter().enumerate() {
         let m = sessions.len() as u128;
-        let plan = SenderPlan {
+        sender_plans.push(SenderPlan {
             sessions,
             phase_ns: (p as u128 * NS_PER_SEC as u128 / (cfg.rate as u128 * threads as u128))
                 as u64,
@@ -1138,39 +1251,79 @@ pub fn run_load(
             t0,
             outstanding: outstanding.clone(),
             stop: stop_senders.clone(),
-        };
-        let h = std::thread::Builder::new()
-            .name(format!("loadgen-send-{p}"))
-            .spawn(move || run_sender(plan))
-            .map_err(|e| e.to_string())?;
-        senders.push(h);
+        });
     }
     let mut send_results = Vec::with_capacity(threads);
+    let mut recv_results = Vec::with_capacity(threads);
     let mut first_error = None;
-    for h in senders {
-        match join(h, "sender") {
-            Ok(r) => send_results.push(r),
+    let drain = |first_error: &Option<String>| {
+        // Wait for every response (or the drain time), then stop the receivers.
+        let drain_deadline = Instant::now() + cfg.drain;
+        while first_error.is_none()
+            && outstanding.load(Ordering::Relaxed) > 0
+            && Instant::now() < drain_deadline
+            && !shared_all.iter().all(|s| s.dead.load(Ordering::Relaxed))
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop_receivers.store(true, Ordering::Relaxed);
+    };
+    if let Some(core) = cfg.spin_core {
+        let (Some(send), Some(recv)) = (sender_plans.pop(), receiver_plans.pop()) else {
+            return Err("no client plan".into());
+        };
+        let sending_done = Arc::new(AtomicBool::new(false));
+        let done = sending_done.clone();
+        let h = std::thread::Builder::new()
+            .name("loadgen-spin".into())
+            .spawn(move || run_spinning(send, recv, core, done))
+            .map_err(|e| e.to_string())?;
+        while !sending_done.load(Ordering::Acquire) && !h.is_finished() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drain(&first_error);
+        match join(h, "client") {
+            Ok((sent, received)) => {
+                send_results.push(sent);
+                recv_results.push(received);
+            }
             Err(e) => {
-                stop_senders.store(true, Ordering::Relaxed);
                 first_error.get_or_insert(e);
             }
         }
-    }
-    // Drain: wait for every response (or the drain time), then stop the receivers.
-    let drain_deadline = Instant::now() + cfg.drain;
-    while outstanding.load(Ordering::Relaxed) > 0
-        && Instant::now() < drain_deadline
-        && !shared_all.iter().all(|s| s.dead.load(Ordering::Relaxed))
-    {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    stop_receivers.store(true, Ordering::Relaxed);
-    let mut recv_results = Vec::with_capacity(threads);
-    for h in receivers {
-        match join(h, "receiver") {
-            Ok(r) => recv_results.push(r),
-            Err(e) => {
-                first_error.get_or_insert(e);
+    } else {
+        let mut receivers = Vec::with_capacity(threads);
+        for (p, plan) in receiver_plans.into_iter().enumerate() {
+            let h = std::thread::Builder::new()
+                .name(format!("loadgen-recv-{p}"))
+                .spawn(move || run_receiver(plan))
+                .map_err(|e| e.to_string())?;
+            receivers.push(h);
+        }
+        let mut senders = Vec::with_capacity(threads);
+        for (p, plan) in sender_plans.into_iter().enumerate() {
+            let h = std::thread::Builder::new()
+                .name(format!("loadgen-send-{p}"))
+                .spawn(move || run_sender(plan))
+                .map_err(|e| e.to_string())?;
+            senders.push(h);
+        }
+        for h in senders {
+            match join(h, "sender") {
+                Ok(r) => send_results.push(r),
+                Err(e) => {
+                    stop_senders.store(true, Ordering::Relaxed);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        drain(&None);
+        for h in receivers {
+            match join(h, "receiver") {
+                Ok(r) => recv_results.push(r),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
     }
@@ -1312,6 +1465,8 @@ pub struct GatewayBenchConfig {
     pub max_resting: usize,
     /// Load generator sender/receiver thread pairs.
     pub client_threads: usize,
+    /// One spinning client thread pinned to this core instead ([`LoadConfig::spin_core`]).
+    pub client_spin_core: Option<usize>,
     /// How long to wait for outstanding responses after the last request, s.
     pub drain_s: f64,
     /// Core to pin the gateway's I/O thread to.
@@ -1340,6 +1495,7 @@ impl Default for GatewayBenchConfig {
             seed: 1,
             max_resting: 256,
             client_threads: 1,
+            client_spin_core: None,
             drain_s: 5.0,
             gateway_core: None,
             gateway_spin_us: None,
@@ -1415,6 +1571,7 @@ pub fn bench_gateway(cfg: GatewayBenchConfig) -> Result<GatewayBenchReport, Stri
         market: MARKET,
         max_resting: cfg.max_resting.max(1),
         client_threads: cfg.client_threads.max(1),
+        spin_core: cfg.client_spin_core,
         ..LoadConfig::default()
     };
     let tmp = TempDir::new("bench-gateway")?;

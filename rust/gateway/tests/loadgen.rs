@@ -4,6 +4,30 @@
 use bourse_gateway::loadgen::{bench_gateway, GatewayBenchConfig};
 use bourse_node::Durability;
 
+/// The single spinning client thread (pinned to the first core, which every machine has)
+/// answers the same schedule as the sender/receiver pairs.
+#[test]
+fn a_spinning_client_thread_is_fully_answered_too() {
+    let report = bench_gateway(GatewayBenchConfig {
+        rate: 2_000,
+        duration_s: 0.5,
+        warmup_s: 0.1,
+        sessions: 3,
+        policy: Durability::Write,
+        seed: 12,
+        client_spin_core: Some(0),
+        ..GatewayBenchConfig::default()
+    })
+    .expect("bench runs");
+    let l = &report.load;
+    assert_eq!(l.client_threads, 1);
+    assert!((1_100..=1_201).contains(&l.sent), "sent {}", l.sent);
+    assert_eq!(l.answered, l.sent, "{l:?}");
+    assert_eq!((l.unanswered, l.not_sent, l.disconnects, l.unmatched), (0, 0, 0, 0), "{l:?}");
+    assert!(l.measured > 0 && l.p50_us > 0.0 && l.p50_us <= l.p99_us, "{l:?}");
+    assert_eq!(report.gateway.submitted, l.sent);
+}
+
 #[test]
 fn a_short_run_is_fully_answered_and_trades() {
     let report = bench_gateway(GatewayBenchConfig {

@@ -26,6 +26,7 @@ use crate::{Error, Result};
     node_core = None,
     node_wait = None,
     node_pipeline = "threads",
+    client_spin_core = None,
 ))]
 #[allow(clippy::too_many_arguments)]
 fn bench_gateway<'py>(
@@ -43,6 +44,7 @@ fn bench_gateway<'py>(
     node_core: Option<usize>,
     node_wait: Option<&str>,
     node_pipeline: &str,
+    client_spin_core: Option<usize>,
 ) -> Result<Bound<'py, PyAny>> {
     let policy: Durability = policy.parse().map_err(|e| Error::Argument(format!("{e}")))?;
     for (name, value) in [("duration", duration), ("warmup", warmup), ("drain", drain)] {
@@ -66,6 +68,7 @@ fn bench_gateway<'py>(
         seed,
         max_resting,
         client_threads,
+        client_spin_core,
         drain_s: drain,
         gateway_core,
         gateway_spin_us: None,
