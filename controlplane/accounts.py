@@ -389,9 +389,14 @@ class Accounts:
 
     # --- passwords and sessions -----------------------------------------------------------
 
-    async def login(self, username: str, password: str) -> tuple[str, int, User]:
+    async def login(
+        self, username: str, password: str, totp_code: str | None = None
+    ) -> tuple[str, int, User]:
         """A new session ``(token, expires_ms, user)``; -1002 (401) for a wrong name or
-        password (the same answer and about the same time either way)."""
+        password (the same answer and about the same time either way). A user with TOTP
+        enabled must also give a valid, unused code (checked after the password, under the
+        same guess limit as every code): -1002 (401) without one or with a wrong one, and no
+        session is opened."""
         row = self.db.conn.execute("SELECT * FROM users WHERE username = ?", (username,)).fetchone()
         if row is None:
             if self._dummy_hash is None:
@@ -402,6 +407,11 @@ class Accounts:
         if not await asyncio.to_thread(self._verify, stored, password):
             raise unauthorized("Invalid username or password.")
         user = self._user_from_row(row)
+        if user.totp_enabled:
+            if not totp_code:
+                raise unauthorized("This account has two-factor authentication: send 'totpCode'.")
+            if not self._accept_totp(user, totp_code):
+                raise unauthorized("Invalid two-factor code.")
         if self.hasher.check_needs_rehash(stored):
             new_hash = await asyncio.to_thread(self.hasher.hash, password)
             with self.db.transaction() as conn:

@@ -677,3 +677,56 @@ def test_review_regressions_tokens_names_ids_and_totp_guessing(tmp_path: Path) -
             await server.stop()
 
     run(scenario)
+
+
+def test_a_user_with_totp_logs_in_with_a_code(tmp_path: Path) -> None:
+    """Once TOTP is on, a session needs the password and a fresh code: without a code, with
+    a wrong one or with a used one there is no session."""
+
+    async def scenario() -> None:
+        server = await start(config(tmp_path / "bourse"))
+        try:
+            async with aiohttp.ClientSession() as http:
+                token, _ = await new_user(http, server, "heidi")
+                accounts = accounts_of(server)
+                offset_ms = 0
+                accounts.clock_ms = lambda: now_ms() + offset_ms
+                status, begun = await call(http, server, "POST", "/api/v1/me/totp", token=token)
+                assert status == 200
+                totp = pyotp.TOTP(begun["secret"])
+                first = totp.at(accounts.clock_ms() / 1000)
+                status, _ = await call(
+                    http,
+                    server,
+                    "POST",
+                    "/api/v1/me/totp/confirm",
+                    json={"code": first},
+                    token=token,
+                )
+                assert status == 200
+                creds = {"username": "heidi", "password": PASSWORD}
+                sessions = accounts.db.conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+                offset_ms += 30_000
+                fresh = totp.at(accounts.clock_ms() / 1000)
+                wrong = "000000" if fresh != "000000" else "111111"
+                for body, text in [
+                    (creds, "'totpCode'"),
+                    ({**creds, "totpCode": wrong}, "Invalid two-factor code."),
+                    ({**creds, "totpCode": first}, "Invalid two-factor code."),  # used already
+                    ({**creds, "password": "not the password", "totpCode": fresh}, "password"),
+                ]:
+                    status, err = await call(http, server, "POST", "/api/v1/sessions", json=body)
+                    assert (status, err["code"]) == (401, -1002), err
+                    assert text in err["msg"], err
+                count = accounts.db.conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+                assert count == sessions
+                status, session = await call(
+                    http, server, "POST", "/api/v1/sessions", json={**creds, "totpCode": fresh}
+                )
+                assert status == 200, session
+                status, me = await call(http, server, "GET", "/api/v1/me", token=session["token"])
+                assert (status, me["username"]) == (200, "heidi")
+        finally:
+            await server.stop()
+
+    run(scenario)

@@ -9,7 +9,7 @@ Every handler validates fully before changing anything (see :mod:`controlplane.a
 
 =====================================  ===========================================
 ``POST   /api/v1/users``                register ``{username, password}``
-``POST   /api/v1/sessions``             log in ``{username, password}`` → token
+``POST   /api/v1/sessions``             log in ``{username, password, totpCode?}`` → token
 ``DELETE /api/v1/sessions``             log out
 ``GET    /api/v1/me``                   the user
 ``POST   /api/v1/me/totp``              start TOTP → ``{secret, provisioningUri}``
@@ -60,6 +60,8 @@ class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Credentials(_Body):
     username: str
     password: str
+    totpCode: str | None = None
+    """Required once the user has enabled TOTP."""
 
 
 class TotpCode(_Body):
@@ -161,7 +163,9 @@ async def register(request: web.Request) -> web.Response:
 @weighted(10)
 async def login(request: web.Request) -> web.Response:
     body = await decode_body(request, Credentials)
-    token, expires, user = await request.app[ACCOUNTS].login(body.username, body.password)
+    token, expires, user = await request.app[ACCOUNTS].login(
+        body.username, body.password, body.totpCode
+    )
     return json_response({"token": token, "expiresTime": expires, "userId": user.id})
 
 
