@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from controlplane import Node
 from controlplane.db import Database
@@ -66,6 +66,15 @@ class Market:
 def fmt(units: int, decimals: int, places: int = 8) -> str:
     """``units / 10**decimals`` written with ``places`` decimals, as Binance writes numbers."""
     return f"{Decimal(units).scaleb(-decimals):.{places}f}"
+
+
+def change_percent(open_price: int, last: int) -> str:
+    """(last - open) / open in percent with 3 decimals, half up ("0.013" for 8000 → 8001),
+    "0.000" without an open: Binance's ``priceChangePercent``, the same on REST and streams."""
+    if open_price == 0:
+        return "0.000"
+    pct = Decimal((last - open_price) * 100) / Decimal(open_price)
+    return str(pct.quantize(Decimal("0.001"), rounding=ROUND_HALF_UP))
 
 
 class DecimalError(ValueError):

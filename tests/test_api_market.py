@@ -470,3 +470,15 @@ def test_bad_parameters_get_binance_errors_and_change_nothing(tmp_path: Path) ->
             assert (h.projections.dump(), h.node.stats()["applied_seq"]) == before
 
     run(scenario)
+
+
+def test_price_change_percent_rounds_half_up_the_same_everywhere() -> None:
+    """``priceChangePercent`` (REST ticker/24hr and the ``@ticker`` stream share the
+    function): three decimals, a tie rounded up, as Binance writes it."""
+    from controlplane.listing import change_percent
+
+    assert change_percent(8000, 8001) == "0.013"  # 0.0125: half up, not to even
+    assert change_percent(8000, 7999) == "-0.013"
+    assert change_percent(3, 4) == "33.333"
+    assert change_percent(100, 100) == "0.000"
+    assert change_percent(0, 5) == "0.000"

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from aiohttp import web
@@ -37,7 +36,7 @@ from controlplane.api.errors import (
     mandatory,
 )
 from controlplane.api.public import market_for
-from controlplane.listing import Market, fmt
+from controlplane.listing import Market, change_percent, fmt
 from controlplane.projections import (
     INTERVALS,
     KLINES_DEFAULT,
@@ -181,14 +180,6 @@ def average_price(market: Market, quote_volume: int, volume: int) -> str:
         return market.quote_str(0)
     scale: int = 10**market.base.decimals
     return fmt(quote_volume * scale // volume, market.quote.decimals, market.quote.decimals)
-
-
-def change_percent(open_price: int, last: int) -> str:
-    """(last - open) / open in percent with 3 decimals (half up), "0.000" without an open."""
-    if open_price == 0:
-        return "0.000"
-    pct = Decimal((last - open_price) * 100) / Decimal(open_price)
-    return str(pct.quantize(Decimal("0.001"), rounding=ROUND_HALF_UP))
 
 
 def _book_top(exchange: Exchange, market: Market) -> dict[str, str]:

@@ -51,14 +51,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from controlplane.api import Exchange
-from controlplane.listing import Market, fmt
+from controlplane.listing import Market, change_percent, fmt
 from controlplane.messages import Book, Entry, MarketListed, Trade
 from controlplane.streams.candles import Candle, RollingWindow
 from controlplane.streams.names import KLINE_INTERVALS_MS, PARTIAL_DEPTH_LEVELS, StreamSpec
@@ -790,7 +789,7 @@ class StreamHub:
         if full not in self.subscribers:
             return
         change = summary.close - summary.open
-        percent = (Decimal(change) * 100 / Decimal(summary.open)).quantize(Decimal("0.001"))
+        percent = change_percent(summary.open, summary.close)
         weighted = 0
         if summary.volume:
             weighted = summary.quote_volume * 10**market.base.decimals // summary.volume
@@ -803,7 +802,7 @@ class StreamHub:
                 "E": now_ms,
                 "s": market.symbol,
                 "p": price(change),
-                "P": f"{percent:.3f}",
+                "P": percent,
                 "w": fmt(weighted, market.quote.decimals, market.quote.decimals),
                 "x": price(summary.price_before),
                 "c": price(summary.close),
