@@ -77,6 +77,11 @@ def _emit(line: str) -> None:
     print(line, flush=True)
 
 
+def _emit_report(report: object) -> None:
+    """A benchmark's report as one compact JSON line."""
+    _emit(json.dumps(report, separators=(",", ":")))
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -194,7 +199,7 @@ def _bench_gateway(args: argparse.Namespace) -> int:
         node_pipeline=args.node_pipeline,
         client_spin_core=args.client_spin_core,
     )
-    _emit(json.dumps(report, separators=(",", ":")))
+    _emit_report(report)
     return 0
 
 
@@ -244,7 +249,7 @@ def add_bench_gateway(subparsers: SubParsers) -> None:
 
 def _bench_bridge(args: argparse.Namespace) -> int:
     report = bridge_bench.run(args.orders, args.concurrency, args.policy)
-    _emit(json.dumps(report, separators=(",", ":")))
+    _emit_report(report)
     return 0
 
 
@@ -267,7 +272,7 @@ def _bench_api(args: argparse.Namespace) -> int:
     report = bench_api.run_api(
         args.clients, args.duration, args.rate, args.durability, args.resp_type, args.warmup
     )
-    _emit(json.dumps(report, separators=(",", ":")))
+    _emit_report(report)
     return 0
 
 
@@ -300,7 +305,7 @@ def _bench_ws(args: argparse.Namespace) -> int:
         args.durability,
         args.warmup,
     )
-    _emit(json.dumps(report, separators=(",", ":")))
+    _emit_report(report)
     return 0
 
 
