@@ -247,6 +247,8 @@ def bench_gateway(
     node_wait: str | None = None,
     node_pipeline: str = "threads",
     client_spin_core: int | None = None,
+    gateway_embedded: bool = False,
+    preallocate: bool = True,
 ) -> dict[str, Any]:
     """The gateway benchmark (GIL released): a node (``policy``) and a gateway in process,
     ``sessions`` order-entry sessions offering ``rate`` requests/s in total, open loop, for
@@ -258,5 +260,7 @@ def bench_gateway(
     strategy (``busy-spin``, ``yield``, ``spin-then-park[:SPINS:PARK_US]``), ``node_pipeline``
     its pipeline mode (``threads`` or ``single``); ``client_spin_core`` runs the load
     generator as one thread pinned to that core that never sleeps (instead of
-    ``client_threads`` sender/receiver pairs). ValueError for a bad argument, ToolError if it
-    fails."""
+    ``client_threads`` sender/receiver pairs); ``gateway_embedded`` runs the gateway's I/O on
+    the node's single pipeline thread (implies ``node_pipeline="single"``); ``preallocate``
+    zero-fills journal segments before use, as the shipped configuration does. ValueError for
+    a bad argument, ToolError if it fails."""

@@ -198,6 +198,8 @@ def _bench_gateway(args: argparse.Namespace) -> int:
         node_wait=args.node_wait,
         node_pipeline=args.node_pipeline,
         client_spin_core=args.client_spin_core,
+        gateway_embedded=args.gateway_embedded,
+        preallocate=args.preallocate,
     )
     _emit_report(report)
     return 0
@@ -243,6 +245,17 @@ def add_bench_gateway(subparsers: SubParsers) -> None:
         choices=("threads", "single"),
         default="threads",
         help="node pipeline mode (default: threads)",
+    )
+    p.add_argument(
+        "--gateway-embedded",
+        action="store_true",
+        help="run the gateway's I/O on the node's one pipeline thread (implies single)",
+    )
+    p.add_argument(
+        "--no-preallocate",
+        dest="preallocate",
+        action="store_false",
+        help="journal segments grow as written instead of being zero-filled first",
     )
     p.set_defaults(handler=_bench_gateway)
 

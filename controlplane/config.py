@@ -9,7 +9,8 @@ The file has seven tables, all optional::
     [server]   data_dir = "data/bourse"
     [http]     host = "127.0.0.1"   port = 8080
     [gateway]  listen = "127.0.0.1:7001"
-    [node]     durability, segment_bytes, snapshot_every_commands, snapshot_every_secs,
+    [node]     durability, segment_bytes, preallocate_segments, snapshot_every_commands,
+               snapshot_every_secs,
                keep_snapshots, ring_capacity, wait, cores, pipeline, order_capacity,
                levels_per_side, event_window   (the node's config; see NodeConfig)
     [demo]     enabled = true   quote_interval_ms = 500
@@ -77,6 +78,7 @@ class NodeSection(_Section):
 
     durability: Literal["fsync", "write", "none"] | None = None
     segment_bytes: int | None = None
+    preallocate_segments: bool | None = None
     snapshot_every_commands: int | None = None
     snapshot_every_secs: int | None = None
     keep_snapshots: int | None = None

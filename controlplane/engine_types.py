@@ -473,6 +473,7 @@ class NodeConfig(TypedDict, total=False):
     data_dir: str
     durability: Durability
     segment_bytes: int
+    preallocate_segments: bool
     snapshot_every_commands: int
     snapshot_every_secs: int
     keep_snapshots: int

@@ -82,9 +82,12 @@ def test_bench_replay_prints_one_json_line(capsys: pytest.CaptureFixture[str]) -
         assert report[key] > 0
 
 
-def test_bench_gateway_prints_one_json_line(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("flags", [[], ["--gateway-embedded", "--no-preallocate"]])
+def test_bench_gateway_prints_one_json_line(
+    capsys: pytest.CaptureFixture[str], flags: list[str]
+) -> None:
     argv = ["bench", "gateway", "--rate", "2000", "--duration", "1", "--sessions", "2"]
-    assert main([*argv, "--warmup", "0.2"]) == 0
+    assert main([*argv, "--warmup", "0.2", *flags]) == 0
     [line] = capsys.readouterr().out.splitlines()
     report = json.loads(line)
     for key in (
@@ -107,6 +110,7 @@ def test_bench_gateway_prints_one_json_line(capsys: pytest.CaptureFixture[str]) 
     ):
         assert key in report, key
     assert report["policy"] == "fsync"
+    assert report["preallocate_segments"] is (not flags)
     assert report["sessions"] == 2
     assert report["offered_rate"] == 2000
     assert report["sent"] > 0

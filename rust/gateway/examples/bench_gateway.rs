@@ -5,7 +5,8 @@
 //!     --rate 80000 --duration 10 [--policy fsync|write|none] [--sessions 8] [--warmup 1] \
 //!     [--seed 1] [--max-resting 256] [--client-threads 1] [--drain 5] [--gateway-core N] \
 //!     [--gateway-spin-us N] [--node-core N] [--node-wait busy-spin|yield|spin-then-park[:S:T]]
-//!     [--node-pipeline threads|single] [--gateway-embedded true|false]
+//!     [--node-pipeline threads|single] [--gateway-embedded true|false] [--client-spin-core N]
+//!     [--preallocate true|false]
 //! ```
 //!
 //! Prints the report as one JSON line.
@@ -53,6 +54,8 @@ fn run() -> Result<(), String> {
             // The gateway's I/O on the node's single pipeline thread (implies
             // `--node-pipeline single`).
             "--gateway-embedded" => cfg.gateway_embedded = value.parse().map_err(|e| bad(&e))?,
+            // Zero-filled journal segments (on by default, as in the shipped configuration).
+            "--preallocate" => cfg.preallocate_segments = value.parse().map_err(|e| bad(&e))?,
             other => return Err(format!("unknown flag {other}")),
         }
     }

@@ -1482,6 +1482,9 @@ pub struct GatewayBenchConfig {
     /// Run the gateway's I/O on the node's pipeline thread (`GatewayConfig::embedded`);
     /// implies `node_pipeline = single`, and `gateway_core`/`gateway_spin_us` do not apply.
     pub gateway_embedded: bool,
+    /// Zero-fill journal segments before use (`NodeConfig::preallocate_segments`), as the
+    /// shipped configuration does; on by default.
+    pub preallocate_segments: bool,
 }
 
 impl Default for GatewayBenchConfig {
@@ -1503,6 +1506,7 @@ impl Default for GatewayBenchConfig {
             node_wait: None,
             node_pipeline: Pipeline::default(),
             gateway_embedded: false,
+            preallocate_segments: true,
         }
     }
 }
@@ -1515,6 +1519,8 @@ pub struct GatewayBenchReport {
     pub bench: &'static str,
     /// Durability policy.
     pub policy: &'static str,
+    /// Whether journal segments were preallocated.
+    pub preallocate_segments: bool,
     /// What the load generator measured.
     #[serde(flatten)]
     pub load: LoadReport,
@@ -1578,6 +1584,7 @@ pub fn bench_gateway(cfg: GatewayBenchConfig) -> Result<GatewayBenchReport, Stri
     let node_config = NodeConfig {
         data_dir: tmp.0.clone(),
         durability: cfg.policy,
+        preallocate_segments: cfg.preallocate_segments,
         snapshot_every_commands: 0,
         snapshot_every_secs: 0,
         order_capacity: (cfg.sessions * load.max_resting * 2).next_power_of_two().max(1 << 16),
@@ -1649,6 +1656,7 @@ pub fn bench_gateway(cfg: GatewayBenchConfig) -> Result<GatewayBenchReport, Stri
     Ok(GatewayBenchReport {
         bench: "gateway",
         policy: cfg.policy.as_str(),
+        preallocate_segments: cfg.preallocate_segments,
         load: result?,
         gateway: gateway_stats,
         node: node_stats,

@@ -224,6 +224,7 @@ pub fn replay(ops: u64, seed: u64, fsync_samples: usize) -> Result<String, Strin
         dir: tmp.0.clone(),
         segment_bytes: 256 << 20,
         durability: Durability::None,
+        preallocate: false,
     };
     let mut writer = JournalWriter::open(&journal_config, 1).map_err(|e| e.to_string())?;
     let mut seq = 1u64;

@@ -75,6 +75,11 @@ pub struct NodeConfig {
     pub durability: Durability,
     /// A journal segment is closed and a new one started past this size.
     pub segment_bytes: u64,
+    /// Zero-fill each journal segment before use, so a group commit's `fdatasync` writes
+    /// data only ([`crate::journal::JournalConfig::preallocate`]). Off by default because it
+    /// writes `segment_bytes` of zeros at start-up and per segment; the shipped
+    /// `bourse.toml` turns it on.
+    pub preallocate_segments: bool,
     /// Take a snapshot after this many commands (0: never by count).
     pub snapshot_every_commands: u64,
     /// Take a snapshot when this many seconds of command time have passed (0: never by time).
@@ -105,6 +110,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("data/node"),
             durability: Durability::Fsync,
             segment_bytes: 64 << 20,
+            preallocate_segments: false,
             snapshot_every_commands: 1_000_000,
             snapshot_every_secs: 300,
             keep_snapshots: 2,

@@ -546,6 +546,7 @@ impl Node {
                 dir: config.data_dir.clone(),
                 segment_bytes: config.segment_bytes,
                 durability: config.durability,
+                preallocate: config.preallocate_segments,
             },
             next_seq,
         )?;

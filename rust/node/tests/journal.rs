@@ -5,12 +5,30 @@ mod storage_common;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use bourse_node::journal::*;
 use storage_common::{journal_command, ts};
 
 fn config(dir: &Path, segment_bytes: u64, durability: Durability) -> JournalConfig {
-    JournalConfig { dir: dir.to_path_buf(), segment_bytes, durability }
+    JournalConfig { dir: dir.to_path_buf(), segment_bytes, durability, preallocate: false }
+}
+
+fn preallocating(dir: &Path, segment_bytes: u64, durability: Durability) -> JournalConfig {
+    JournalConfig { preallocate: true, ..config(dir, segment_bytes, durability) }
+}
+
+/// Wait (up to 30 s) until the writer's spare segment is zero-filled and synced.
+fn wait_for_spare(w: &JournalWriter) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !w.spare_ready() {
+        assert!(Instant::now() < deadline, "the spare segment was never ready");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
 }
 
 /// Append `from..=to` in batches of 1, 2, 3, ... records, committing each.
@@ -49,14 +67,15 @@ fn assert_reads(dir: &Path, from_seq: u64, to: u64) {
     }
 }
 
-/// `(offset, length)` of each record in a segment, walking the length fields.
+/// `(offset, length)` of each record in a segment, walking the length fields (up to zero
+/// padding).
 fn record_spans(path: &Path) -> Vec<(u64, u64)> {
     let bytes = std::fs::read(path).unwrap();
     let mut at = SEGMENT_HEADER_LEN;
     let mut out = Vec::new();
     while at + 8 <= bytes.len() {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize + 8;
-        if at + len > bytes.len() {
+        if len == 8 || at + len > bytes.len() {
             break;
         }
         out.push((at as u64, len as u64));
@@ -352,20 +371,39 @@ fn torn_tail_is_truncated_and_appends_continue() {
     drop(w);
     assert_reads(dir.path(), 1, 1_200);
 
-    // A few zero bytes after the last record (the file grew, its data never arrived).
+    // Zero bytes after the last record (the file grew before its data arrived, or a
+    // preallocated segment's padding), fewer than a record header or more, end the records:
+    // padding, which a truncating recovery trims.
     let last = segments(dir.path()).pop().unwrap();
     let len = std::fs::metadata(&last.path).unwrap().len();
-    OpenOptions::new().append(true).open(&last.path).unwrap().write_all(&[0; 5]).unwrap();
+    for zeros in [5, 200] {
+        OpenOptions::new()
+            .append(true)
+            .open(&last.path)
+            .unwrap()
+            .write_all(&vec![0; zeros])
+            .unwrap();
+        assert_reads(dir.path(), 1, 1_200);
+        let scan = recover_journal(dir.path(), true).unwrap();
+        assert_eq!(scan.torn_tail, None);
+        let padding = scan.padding.unwrap();
+        assert_eq!(
+            (padding.file.as_path(), padding.offset, padding.len),
+            (last.path.as_path(), len, len + zeros as u64)
+        );
+        assert!(scan.padding_trimmed);
+        assert_eq!((scan.last_seq, std::fs::metadata(&last.path).unwrap().len()), (1_200, len));
+    }
+
+    // A zero record header with something after it is damage: here a torn tail.
+    OpenOptions::new().append(true).open(&last.path).unwrap().write_all(&[0; 12]).unwrap();
+    OpenOptions::new().append(true).open(&last.path).unwrap().write_all(&[7; 3]).unwrap();
     let scan = recover_journal(dir.path(), true).unwrap();
     let t = scan.torn_tail.unwrap();
-    assert_eq!((t.file.as_path(), t.offset, t.bytes_dropped), (last.path.as_path(), len, 5));
-    assert!(t.reason.contains("incomplete record header"), "{}", t.reason);
-    assert_eq!(scan.last_seq, 1_200);
+    assert_eq!((t.offset, t.bytes_dropped), (len, 15));
+    assert!(t.reason.contains("zero record header"), "{}", t.reason);
 
-    // A whole last record of zeros, or with a bad CRC, is a torn tail too.
-    OpenOptions::new().append(true).open(&last.path).unwrap().write_all(&[0; 200]).unwrap();
-    let scan = recover_journal(dir.path(), true).unwrap();
-    assert_eq!(scan.torn_tail.unwrap().bytes_dropped, 200);
+    // A last record with a bad CRC is a torn tail too.
     let (off, _) = *record_spans(&last.path).last().unwrap();
     flip_byte(&last.path, off + 30);
     let scan = recover_journal(dir.path(), true).unwrap();
@@ -410,7 +448,7 @@ fn trailing_garbage_in_a_non_last_segment_is_corrupt() {
     let segs = segments(dir.path());
     let seg = &segs[1];
     let len = std::fs::metadata(&seg.path).unwrap().len();
-    for garbage in [&[0u8; 3][..], &[0xAB; 100][..]] {
+    for garbage in [&[0xABu8; 3][..], &[0xAB; 100][..], &[0, 0, 0, 0, 0, 0, 0, 0, 1][..]] {
         OpenOptions::new().append(true).open(&seg.path).unwrap().write_all(garbage).unwrap();
         let (file, off, reason) = corrupt_parts(recover_journal(dir.path(), true).unwrap_err());
         assert_eq!((file.as_path(), off), (seg.path.as_path(), len));
@@ -418,6 +456,12 @@ fn trailing_garbage_in_a_non_last_segment_is_corrupt() {
         assert_eq!(std::fs::metadata(&seg.path).unwrap().len(), len + garbage.len() as u64);
         OpenOptions::new().write(true).open(&seg.path).unwrap().set_len(len).unwrap();
     }
+    // Zeros after its last record are padding (a preallocated segment), in any segment.
+    OpenOptions::new().append(true).open(&seg.path).unwrap().write_all(&[0; 300]).unwrap();
+    assert_reads(dir.path(), 1, 1_000);
+    let scan = recover_journal(dir.path(), true).unwrap();
+    assert_eq!((scan.last_seq, scan.torn_tail, scan.padding), (1_000, None, None));
+    OpenOptions::new().write(true).open(&seg.path).unwrap().set_len(len).unwrap();
     // A segment cut short (a record missing at its end) is a gap at the next one.
     let (off, _) = *record_spans(&seg.path).last().unwrap();
     OpenOptions::new().write(true).open(&seg.path).unwrap().set_len(off).unwrap();
@@ -530,4 +574,128 @@ fn bench_helpers() {
     let (records, secs) = replay_speed(dir.path()).unwrap();
     assert_eq!(records, 2_000);
     assert!(secs > 0.0);
+}
+
+#[test]
+fn preallocated_segments_roll_read_and_recover() {
+    // Only `fsync` syncs per commit; the other policies ignore preallocation.
+    for durability in [Durability::Write, Durability::None] {
+        let dir = tempfile::tempdir().unwrap();
+        let w = JournalWriter::open(&preallocating(dir.path(), 16 << 10, durability), 1).unwrap();
+        assert_eq!(file_len(w.current_segment()), SEGMENT_HEADER_LEN as u64);
+        assert!(!w.spare_ready() && !dir.path().join(SPARE_SEGMENT_NAME).exists());
+    }
+    {
+        let durability = Durability::Fsync;
+        let dir = tempfile::tempdir().unwrap();
+        let seg = 16 << 10;
+        let mut w = JournalWriter::open(&preallocating(dir.path(), seg, durability), 1).unwrap();
+        // The first segment is zero-filled to the roll size before any record goes in, and
+        // the next one is prepared beside it.
+        assert_eq!(file_len(w.current_segment()), seg);
+        wait_for_spare(&w);
+        assert_eq!(file_len(&dir.path().join(SPARE_SEGMENT_NAME)), seg);
+        let (mut rolls, mut preallocated_rolls) = (0, 0);
+        for first in (1..=3_000).step_by(10) {
+            for s in first..first + 10 {
+                w.append(s, ts(s), &journal_command(s)).unwrap();
+            }
+            let stats = w.commit().unwrap();
+            assert_eq!(stats.durable_seq, first + 9);
+            if stats.rolled {
+                rolls += 1;
+                preallocated_rolls += u32::from(stats.rolled_preallocated);
+                // A roll installs the spare: the new segment is full-size from the start.
+                assert_eq!(file_len(w.current_segment()), seg);
+                wait_for_spare(&w);
+            }
+        }
+        assert!(rolls >= 5, "{rolls} rolls");
+        assert_eq!(preallocated_rolls, rolls, "every roll found its spare ready");
+        // Finished segments were filled past their preallocation; the current one is padded.
+        let segs = segments(dir.path());
+        for s in &segs[..segs.len() - 1] {
+            assert!(s.len >= seg, "finished segment of {} bytes", s.len);
+        }
+        let current = w.current_segment().to_path_buf();
+        assert_eq!(file_len(&current), seg);
+        // Readers stop at the padding, strict ones included: it is the end of the records.
+        assert_reads(dir.path(), 1, 3_000);
+        assert_reads(dir.path(), 2_990, 3_000);
+
+        // Dropped without a clean shutdown: the spare goes, the padding stays, recovery
+        // trims it.
+        drop(w);
+        assert!(!dir.path().join(SPARE_SEGMENT_NAME).exists());
+        let scan = recover_journal(dir.path(), true).unwrap();
+        assert_eq!((scan.last_seq, scan.records, scan.torn_tail.clone()), (3_000, 3_000, None));
+        let padding = scan.padding.clone().unwrap();
+        assert_eq!((padding.file.as_path(), padding.len), (current.as_path(), seg));
+        assert!(scan.padding_trimmed);
+        assert_eq!(file_len(&current), padding.offset);
+        let again = recover_journal(dir.path(), true).unwrap();
+        assert_eq!((again.last_seq, again.padding, again.padding_trimmed), (3_000, None, false));
+
+        // Appends continue after recovery, preallocated again.
+        let mut w =
+            JournalWriter::open(&preallocating(dir.path(), seg, durability), 3_001).unwrap();
+        append_range(&mut w, 3_001, 3_500);
+        drop(w);
+        assert_reads(dir.path(), 1, 3_500);
+    }
+}
+
+#[test]
+fn preallocated_segment_crash_cases() {
+    let seg = 64 << 10;
+    // A crash right after opening: a padded segment with no records, and a leftover spare.
+    let dir = tempfile::tempdir().unwrap();
+    let w = JournalWriter::open(&preallocating(dir.path(), seg, Durability::Fsync), 1).unwrap();
+    wait_for_spare(&w);
+    drop(w);
+    let leftover = dir.path().join(SPARE_SEGMENT_NAME);
+    std::fs::write(&leftover, vec![0u8; 4096]).unwrap();
+    let scan = recover_journal(dir.path(), true).unwrap();
+    assert_eq!((scan.last_seq, scan.torn_tail), (0, None));
+    assert!(scan.padding_trimmed);
+    assert_eq!(scan.removed_temp_files, vec![leftover]);
+    assert_eq!(segments(dir.path())[0].len, SEGMENT_HEADER_LEN as u64);
+    // The empty segment is taken over, as without preallocation.
+    let mut w = JournalWriter::open(&preallocating(dir.path(), seg, Durability::Fsync), 1).unwrap();
+    append_range(&mut w, 1, 100);
+    let path = w.current_segment().to_path_buf();
+    drop(w);
+    assert_reads(dir.path(), 1, 100);
+
+    // A torn write into the padding: half a record, then zeros.
+    let spans = record_spans(&path);
+    let (last_off, last_len) = *spans.last().unwrap();
+    let end = last_off + last_len;
+    let bytes = std::fs::read(&path).unwrap();
+    let half = &bytes[last_off as usize..(last_off + last_len / 2) as usize];
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, half, end).unwrap();
+    drop(file);
+    let (f, off, _) = corrupt_parts(read_error(dir.path(), ReadMode::Strict));
+    assert_eq!((f.as_path(), off), (path.as_path(), end));
+    let scan = recover_journal(dir.path(), true).unwrap();
+    let torn = scan.torn_tail.unwrap();
+    assert_eq!((torn.offset, torn.bytes_dropped), (end, seg - end));
+    assert!(scan.truncated && scan.padding.is_none());
+    assert_eq!((scan.last_seq, file_len(&path)), (100, end));
+
+    // A record zeroed in the middle, with good records after it, is corruption, not padding.
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = JournalWriter::open(&preallocating(dir.path(), seg, Durability::Fsync), 1).unwrap();
+    append_range(&mut w, 1, 100);
+    let path = w.current_segment().to_path_buf();
+    drop(w);
+    let (off, len) = record_spans(&path)[49];
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &vec![0u8; len as usize], off).unwrap();
+    drop(file);
+    let (f, at, reason) = corrupt_parts(recover_journal(dir.path(), true).unwrap_err());
+    assert_eq!((f.as_path(), at), (path.as_path(), off));
+    assert!(reason.contains("a valid record follows"), "{reason}");
+    assert_eq!(file_len(&path), seg, "nothing changed on disk");
 }

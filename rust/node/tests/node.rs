@@ -14,6 +14,9 @@ fn config(dir: &std::path::Path, pipeline: Pipeline) -> NodeConfig {
         data_dir: dir.to_path_buf(),
         durability: Durability::Fsync,
         segment_bytes: 4096,
+        // Zero-filled segments (small ones roll often): every test here exercises the spare,
+        // its installation, readers stopping at padding and recovery trimming it.
+        preallocate_segments: true,
         snapshot_every_commands: 50,
         snapshot_every_secs: 0,
         keep_snapshots: 2,

@@ -27,6 +27,8 @@ use crate::{Error, Result};
     node_wait = None,
     node_pipeline = "threads",
     client_spin_core = None,
+    gateway_embedded = false,
+    preallocate = true,
 ))]
 #[allow(clippy::too_many_arguments)]
 fn bench_gateway<'py>(
@@ -45,6 +47,8 @@ fn bench_gateway<'py>(
     node_wait: Option<&str>,
     node_pipeline: &str,
     client_spin_core: Option<usize>,
+    gateway_embedded: bool,
+    preallocate: bool,
 ) -> Result<Bound<'py, PyAny>> {
     let policy: Durability = policy.parse().map_err(|e| Error::Argument(format!("{e}")))?;
     for (name, value) in [("duration", duration), ("warmup", warmup), ("drain", drain)] {
@@ -84,7 +88,8 @@ fn bench_gateway<'py>(
             .transpose()
             .map_err(|e| Error::Argument(e.to_string()))?,
         node_pipeline: node_pipeline.parse().map_err(Error::Argument)?,
-        gateway_embedded: false,
+        gateway_embedded,
+        preallocate_segments: preallocate,
     };
     let report = py.detach(|| run(config)).map_err(Error::Tool)?;
     Ok(pythonize(py, &report)?)

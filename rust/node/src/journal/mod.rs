@@ -36,7 +36,7 @@
 //! | 8 | 8 | `first_seq`, `u64`: the sequence number of the first record; equals the file name |
 //! | 16 | 4 | CRC-32C of bytes 0..16 |
 //!
-//! Then records, back to back, until the end of the file:
+//! Then records, back to back, until the end of the file or until **zero padding** (below):
 //!
 //! | offset | size | field |
 //! |---|---|---|
@@ -47,6 +47,31 @@
 //! | 24 | 8 | body: `origin.source`, `u64`: who submitted it (e.g. an API key id; 0: unnamed) |
 //! | 32 | 8 | body: `origin.reference`, `u64`: the submitter's own reference (e.g. a client ref) |
 //! | 40 | `body_len - 32` | body: the command, [`Command::encode`] |
+//!
+//! # Preallocated segments
+//!
+//! With [`JournalConfig::preallocate`] (under [`Durability::Fsync`], the one policy that
+//! syncs per commit) every segment is zero-filled to `segment_bytes` and synced *before*
+//! records go into it; records then overwrite zeros from the front. A commit's `fdatasync`
+//! only has data blocks to write: the file's size and block map do not change, so the
+//! filesystem has no metadata to commit (on the reference machine's ext4 this cut `write` +
+//! `fdatasync` of a batch from 160–200 to 100–140 µs at p50 and from 300–480 to 180–260 µs
+//! at p99). The first segment is zero-filled in [`JournalWriter::open`]; while it fills up,
+//! a background thread prepares the next one as [`SPARE_SEGMENT_NAME`] — 64 KiB at a time,
+//! each written out to the device without a cache flush, paced at 32 MiB/s so that no
+//! commit's `fdatasync` has to persist more than a few kilobytes of it — and a roll installs
+//! the spare (header written over its first bytes, synced, renamed into place, directory
+//! synced) if it is ready, or creates a plain segment if it is not.
+//!
+//! So a segment may end in zero bytes after its last record. A reader that meets a record
+//! header of eight zero bytes (`body_len` 0 is never valid), or fewer than eight bytes left
+//! that are all zero, checks that **every** byte from there to the end of the file is zero;
+//! if so that is the end of the segment's records — a writer that has not got that far yet,
+//! a preallocated segment a crash left part-full, or a file that grew before its data
+//! arrived — otherwise it is damage under the rule below. (Sequence continuity across
+//! segments still catches any record lost this way in a segment that is not the last.) A truncating recovery cuts the last
+//! segment's padding off ([`RecoveryScan::padding_trimmed`]), so a restarted writer sees the
+//! segment as it would without preallocation.
 //!
 //! # Invariants
 //!
@@ -62,9 +87,10 @@
 //!
 //! # The recovery rule
 //!
-//! Reading a segment stops at the first *damage*: fewer than 8 bytes left for a record
-//! header, a `body_len` outside [`MIN_BODY_LEN`]..=[`MAX_BODY_LEN`], a body running past the
-//! end of the file, or a body whose CRC does not match. Damage is a **torn tail** — the trace
+//! Reading a segment stops at its end, at zero padding (see above), or at the first
+//! *damage*: fewer than 8 bytes left for a record header, a zero record header with a
+//! non-zero byte after it, a `body_len` outside [`MIN_BODY_LEN`]..=[`MAX_BODY_LEN`], a body
+//! running past the end of the file, or a body whose CRC does not match. Damage is a **torn tail** — the trace
 //! of a crash in the middle of a write — if and only if all of these hold:
 //!
 //! 1. it is in the **last** segment, and
@@ -101,11 +127,14 @@
 //!
 //! * [`JournalWriter::append`]: O(command size), no allocation once the batch buffer has grown
 //!   to the largest batch. [`JournalWriter::commit`]: one `write(2)` of the batch, at most one
-//!   `fdatasync(2)`; a roll adds a file creation, a rename and two more syncs.
+//!   `fdatasync(2)`; a roll adds a file creation (or a spare's installation), a rename and
+//!   two more syncs. Preallocation adds `segment_bytes` of zero writes per segment, off the
+//!   writer's thread except for the first.
 //! * Reading: O(bytes), sequential, through a [`READ_CHUNK`]-byte buffer reused across
 //!   segments; CRC-32C is hardware-accelerated where the CPU has it.
 //! * Recovery: reads every segment once; the torn-tail test reads the rest of the last segment
-//!   after the damage once more, O(tail bytes).
+//!   after the damage once more, O(tail bytes), skipping zero runs. Zero padding is read
+//!   once to check that it is all zero, O(padding bytes).
 //! * Compaction: O(segments) directory operations.
 
 use std::fmt;
@@ -125,9 +154,10 @@ mod writer;
 pub use bench::{fsync_latency, replay_speed, FsyncLatency};
 pub use reader::{
     read_journal, recover_journal, recover_journal_from, JournalReader, ReadMode, RecoveryScan,
+    SegmentPadding,
 };
 pub use segment::{list_segments, remove_segments_before, SegmentInfo};
-pub use writer::{CommitStats, JournalConfig, JournalWriter};
+pub use writer::{CommitStats, JournalConfig, JournalWriter, SPARE_SEGMENT_NAME};
 
 /// Magic bytes at the start of every segment.
 pub const SEGMENT_MAGIC: [u8; 4] = *b"BRSJ";

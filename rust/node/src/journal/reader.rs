@@ -35,6 +35,8 @@ struct Cursor {
     /// File offset of `buf[0]`.
     base: u64,
     eof: bool,
+    /// Where the segment's zero padding starts, once the cursor has ended there.
+    padding_at: Option<u64>,
 }
 
 /// Why reading a segment stopped (boxed: the record path stays small and fast).
@@ -62,8 +64,16 @@ impl Cursor {
     fn open(seg: &SegmentInfo, buf: Vec<u8>) -> Result<Cursor, JournalError> {
         let file =
             File::open(&seg.path).map_err(|e| JournalError::io("open segment", &seg.path, e))?;
-        let mut c =
-            Cursor { path: seg.path.clone(), file, buf, pos: 0, end: 0, base: 0, eof: false };
+        let mut c = Cursor {
+            path: seg.path.clone(),
+            file,
+            buf,
+            pos: 0,
+            end: 0,
+            base: 0,
+            eof: false,
+            padding_at: None,
+        };
         let have = c.fill(SEGMENT_HEADER_LEN)?;
         let header = &c.buf[c.pos..c.end.min(c.pos + SEGMENT_HEADER_LEN)];
         let first_seq =
@@ -125,6 +135,9 @@ impl Cursor {
             return Err(self.short_header());
         }
         let len = u32_at(&self.buf, self.pos) as usize;
+        if len == 0 && u32_at(&self.buf, self.pos + 4) == 0 {
+            return Err(self.zero_header());
+        }
         if !(MIN_BODY_LEN..=MAX_BODY_LEN).contains(&len) {
             return Err(stop_damage(
                 self.offset(),
@@ -168,15 +181,64 @@ impl Cursor {
     }
 
     #[cold]
-    fn short_header(&self) -> Box<Stop> {
+    fn short_header(&mut self) -> Box<Stop> {
         let left = self.end - self.pos;
         if left == 0 {
+            return Box::new(Stop::End);
+        }
+        if all_zero(&self.buf[self.pos..self.end]) {
+            self.padding_at = Some(self.offset());
+            self.base += self.end as u64;
+            self.pos = 0;
+            self.end = 0;
             return Box::new(Stop::End);
         }
         stop_damage(
             self.offset(),
             format!("incomplete record header: {left} bytes before the end of the file"),
         )
+    }
+
+    /// A record header of eight zero bytes: the segment's preallocated padding if every byte
+    /// from here to the end of the file is zero (the end of its records), damage otherwise.
+    /// Reads the rest of the file.
+    #[cold]
+    fn zero_header(&mut self) -> Box<Stop> {
+        let at = self.offset();
+        match self.rest_is_zero() {
+            Ok(true) => {
+                self.padding_at = Some(at);
+                Box::new(Stop::End)
+            }
+            Ok(false) => stop_damage(
+                at,
+                "invalid record length 0 (a zero record header, with non-zero bytes after it)"
+                    .to_string(),
+            ),
+            Err(e) => Box::new(Stop::Error(e)),
+        }
+    }
+
+    /// Whether every byte from the read position to the end of the file is zero. Consumes
+    /// the buffer (the cursor is finished with the segment either way).
+    fn rest_is_zero(&mut self) -> Result<bool, JournalError> {
+        loop {
+            if !all_zero(&self.buf[self.pos..self.end]) {
+                return Ok(false);
+            }
+            self.base += self.end as u64;
+            self.pos = 0;
+            self.end = 0;
+            if self.eof {
+                return Ok(true);
+            }
+            match self.file.read(&mut self.buf) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end = n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(JournalError::io("read segment", &self.path, e)),
+            }
+        }
     }
 
     #[cold]
@@ -188,6 +250,22 @@ impl Cursor {
     fn seen_len(&self) -> Option<u64> {
         self.eof.then_some(self.base + self.end as u64)
     }
+}
+
+/// Whether `bytes` are all zero (OR-folded in blocks, which vectorizes).
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes.chunks(4096).all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
+/// The zero padding at the end of a preallocated segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentPadding {
+    /// The segment.
+    pub file: PathBuf,
+    /// Where the padding starts: the end of the segment's records.
+    pub offset: u64,
+    /// The file's length.
+    pub len: u64,
 }
 
 /// An iterator over validated records, in sequence order. Made by [`read_journal`].
@@ -204,6 +282,8 @@ pub struct JournalReader {
     from_seq: u64,
     mode: ReadMode,
     torn: Option<TornTail>,
+    /// The padding the last segment read ended at, if it ended at padding.
+    padding: Option<SegmentPadding>,
     done: bool,
     records: u64,
     segments_read: usize,
@@ -248,6 +328,7 @@ pub fn read_journal(
         from_seq,
         mode,
         torn: None,
+        padding: None,
         done: false,
         records: 0,
         segments_read: 0,
@@ -393,6 +474,11 @@ impl Iterator for JournalReader {
                 }
                 Err(stop) => match *stop {
                     Stop::End => {
+                        self.padding = cursor.padding_at.map(|offset| SegmentPadding {
+                            file: cursor.path.clone(),
+                            offset,
+                            len: cursor.base + cursor.end as u64,
+                        });
                         self.spare = std::mem::take(&mut cursor.buf);
                         self.index += 1;
                     }
@@ -430,6 +516,17 @@ fn valid_record_after(
     .map_err(|e| JournalError::io("read segment", path, e))?;
     let mut y = 0;
     while y + RECORD_HEADER_LEN <= data.len() {
+        if data[y..y + 4] == [0; 4] {
+            // No record starts where its length's four bytes are zero: jump over zero runs
+            // (a preallocated segment's padding) to three bytes before the next non-zero one.
+            match data[y + 4..].iter().position(|&b| b != 0) {
+                Some(at) => {
+                    y = (y + 4 + at).saturating_sub(3).max(y + 1);
+                    continue;
+                }
+                None => break,
+            }
+        }
         let len = u32_at(&data, y) as usize;
         if (MIN_BODY_LEN..=MAX_BODY_LEN).contains(&len) && y + RECORD_HEADER_LEN + len <= data.len()
         {
@@ -461,6 +558,11 @@ pub struct RecoveryScan {
     pub torn_tail: Option<TornTail>,
     /// Whether the torn tail was cut off.
     pub truncated: bool,
+    /// Zero padding after the last record of the last segment (a preallocated segment the
+    /// writer had not filled), if any.
+    pub padding: Option<SegmentPadding>,
+    /// Whether that padding was cut off (so the segment ends at its last record again).
+    pub padding_trimmed: bool,
     /// Leftover `*.journal.tmp` files deleted.
     pub removed_temp_files: Vec<PathBuf>,
 }
@@ -523,7 +625,19 @@ where
     scan.records = reader.records;
     scan.last_seq = if scan.segments == 0 { 0 } else { reader.expected - 1 };
     scan.torn_tail = reader.torn.take();
+    let last_segment = reader.segments.last().map(|s| s.path.clone());
+    scan.padding = reader.padding.take().filter(|p| Some(&p.file) == last_segment.as_ref());
     if truncate_torn_tail {
+        if let Some(padding) = &scan.padding {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&padding.file)
+                .map_err(|e| JournalError::io("open segment to trim padding", &padding.file, e))?;
+            file.set_len(padding.offset)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| JournalError::io("trim segment padding", &padding.file, e))?;
+            scan.padding_trimmed = true;
+        }
         if let Some(torn) = &scan.torn_tail {
             let file = OpenOptions::new()
                 .write(true)
