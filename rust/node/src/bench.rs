@@ -204,6 +204,14 @@ pub struct ReplayReport {
     pub fsync_p999_ns: u64,
     /// Maximum, ns.
     pub fsync_max_ns: u64,
+    /// The same into a zero-filled file (a preallocated segment): median, ns.
+    pub fsync_preallocated_p50_ns: u64,
+    /// 99th percentile, ns.
+    pub fsync_preallocated_p99_ns: u64,
+    /// 99.9th percentile, ns.
+    pub fsync_preallocated_p999_ns: u64,
+    /// Maximum, ns.
+    pub fsync_preallocated_max_ns: u64,
     /// How long the engine pauses to take a snapshot of the replayed state, ns.
     pub snapshot_pause_ns: u64,
     /// Writing that snapshot (encode, write, fsync, rename; off the engine thread), ms.
@@ -272,8 +280,10 @@ pub fn replay(ops: u64, seed: u64, fsync_samples: usize) -> Result<String, Strin
     crate::snapfile::write_snapshot(&tmp.0, replayed, snapshot_hash, &snapshot, &last_references)
         .map_err(|e| e.to_string())?;
     let snapshot_write_ms = t.elapsed().as_secs_f64() * 1e3;
-    let lat = fsync_latency(&tmp.0, fsync_samples as u64, 64).map_err(|e| e.to_string())?;
+    let lat = fsync_latency(&tmp.0, fsync_samples as u64, 64, false).map_err(|e| e.to_string())?;
     let h = &lat.write_sync_ns;
+    let pre = fsync_latency(&tmp.0, fsync_samples as u64, 64, true).map_err(|e| e.to_string())?;
+    let hp = &pre.write_sync_ns;
     // Per-record replay time: a second, timed pass over the same journal.
     let mut per_record =
         Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| e.to_string())?;
@@ -306,6 +316,10 @@ pub fn replay(ops: u64, seed: u64, fsync_samples: usize) -> Result<String, Strin
         fsync_p99_ns: h.value_at_quantile(0.99),
         fsync_p999_ns: h.value_at_quantile(0.999),
         fsync_max_ns: h.max(),
+        fsync_preallocated_p50_ns: hp.value_at_quantile(0.50),
+        fsync_preallocated_p99_ns: hp.value_at_quantile(0.99),
+        fsync_preallocated_p999_ns: hp.value_at_quantile(0.999),
+        fsync_preallocated_max_ns: hp.max(),
         snapshot_pause_ns,
         snapshot_write_ms,
         open_orders: recovered.engine.open_order_count(),

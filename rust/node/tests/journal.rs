@@ -564,12 +564,14 @@ fn remove_segments_before_keeps_everything_from_seq() {
 #[test]
 fn bench_helpers() {
     let dir = tempfile::tempdir().unwrap();
-    let lat = fsync_latency(dir.path(), 20, 512).unwrap();
-    assert_eq!(lat.write_sync_ns.len(), 20);
-    let json = lat.to_json();
-    assert!(json["p50_ns"].as_u64().unwrap() > 0);
-    assert!(json["p999_ns"].as_u64().unwrap() >= json["p50_ns"].as_u64().unwrap());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "bench file removed");
+    for preallocated in [false, true] {
+        let lat = fsync_latency(dir.path(), 20, 512, preallocated).unwrap();
+        assert_eq!(lat.write_sync_ns.len(), 20);
+        let json = lat.to_json();
+        assert!(json["p50_ns"].as_u64().unwrap() > 0);
+        assert!(json["p999_ns"].as_u64().unwrap() >= json["p50_ns"].as_u64().unwrap());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "bench file removed");
+    }
     write_journal(dir.path(), 2_000, 1 << 20);
     let (records, secs) = replay_speed(dir.path()).unwrap();
     assert_eq!(records, 2_000);

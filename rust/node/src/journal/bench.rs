@@ -1,7 +1,7 @@
 //! Benchmark helpers for `bourse bench`: the disk's sync latency and journal read speed.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::Path;
 use std::time::Instant;
 
@@ -56,19 +56,34 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Measure `samples` appends of `record_bytes` bytes to a new file in `dir`, each followed by
+/// Measure `samples` writes of `record_bytes` bytes to a new file in `dir`, each followed by
 /// `fdatasync` — the cost of one group commit under [`super::Durability::Fsync`]. The file
-/// grows as a journal segment does, and is deleted afterwards.
+/// grows as a journal segment does, or, if `preallocated`, is zero-filled and synced first
+/// and then overwritten from the front, as a preallocated segment is (see
+/// [`super::JournalConfig::preallocate`]). Deleted afterwards.
 pub fn fsync_latency(
     dir: &Path,
     samples: u64,
     record_bytes: usize,
+    preallocated: bool,
 ) -> Result<FsyncLatency, JournalError> {
     std::fs::create_dir_all(dir).map_err(|e| JournalError::io("create directory", dir, e))?;
     let path = dir.join(format!("fsync-bench-{}.tmp", std::process::id()));
     let result = (|| {
         let mut file = File::create(&path).map_err(|e| JournalError::io("create", &path, e))?;
         let record = vec![0xA5u8; record_bytes.max(1)];
+        if preallocated {
+            let zeros = vec![0u8; 1 << 20];
+            let mut left = samples * record.len() as u64;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                file.write_all(&zeros[..n]).map_err(|e| JournalError::io("zero-fill", &path, e))?;
+                left -= n as u64;
+            }
+            file.sync_all()
+                .and_then(|()| file.rewind())
+                .map_err(|e| JournalError::io("zero-fill", &path, e))?;
+        }
         let mut write_sync_ns = histogram();
         let mut write_ns = histogram();
         for _ in 0..samples {
