@@ -701,3 +701,39 @@ fn preallocated_segment_crash_cases() {
     assert!(reason.contains("a valid record follows"), "{reason}");
     assert_eq!(file_len(&path), seg, "nothing changed on disk");
 }
+
+#[test]
+fn a_follower_reading_while_records_are_written_stops_quietly() {
+    let seg = 64 << 10;
+    // Records 11 and 12 as the writer lays them out (from a twin journal).
+    let twin = tempfile::tempdir().unwrap();
+    let mut w =
+        JournalWriter::open(&preallocating(twin.path(), seg, Durability::Fsync), 1).unwrap();
+    append_range(&mut w, 1, 12);
+    let twin_path = w.current_segment().to_path_buf();
+    drop(w);
+    let twin_bytes = std::fs::read(&twin_path).unwrap();
+    let spans = record_spans(&twin_path);
+    let (at, _) = spans[10];
+    let (end12, len12) = spans[11];
+    let tail = &twin_bytes[at as usize..(end12 + len12) as usize];
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = JournalWriter::open(&preallocating(dir.path(), seg, Durability::Fsync), 1).unwrap();
+    append_range(&mut w, 1, 10);
+    let path = w.current_segment().to_path_buf();
+    assert_eq!(record_spans(&path).last().map(|(o, l)| o + l), Some(at));
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    // The follower's read catches record 11 half copied...
+    std::os::unix::fs::FileExt::write_all_at(&file, &tail[..20], at).unwrap();
+    let mut reader = read_journal(dir.path(), 0, ReadMode::StopAtTornTail).unwrap();
+    assert_eq!(reader.by_ref().take(10).map(Result::unwrap).count(), 10);
+    // ...and by the time it looks again, 11 is whole and 12 follows: the end of this pass,
+    // not a corruption (and not a torn tail).
+    std::os::unix::fs::FileExt::write_all_at(&file, &tail[20..], at + 20).unwrap();
+    assert!(reader.next().is_none());
+    assert_eq!(reader.torn_tail(), None);
+    // The next pass sees both.
+    assert_reads(dir.path(), 1, 12);
+    drop(w);
+}

@@ -111,6 +111,13 @@
 //! * a gap between segments (a missing segment): the error names the expected sequence
 //!   number, the segment that ends before it and the one that starts after it.
 //!
+//! A reader that follows a journal still being written ([`ReadMode::StopAtTornTail`]) can
+//! meet a record the writer is copying at that moment: half of it, or, in a preallocated
+//! segment, zeros where it is about to be. Before calling damage in the last segment
+//! anything, such a reader reads the record at that offset again; if a valid record is there
+//! now, the pass ends quietly at it (the next pass reads it). On a journal nobody writes the
+//! second read sees the same bytes, so recovery is unaffected.
+//!
 //! A corruption confined to the very last record of the last segment cannot be told apart
 //! from a torn write and is treated as one. With [`Durability::Fsync`] that record may have
 //! been acknowledged; no checksum scheme can recover it, only a replica can.

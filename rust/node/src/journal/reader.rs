@@ -246,6 +246,25 @@ impl Cursor {
         Box::new(Stop::Error(JournalError::corrupt(&self.path, self.offset(), reason)))
     }
 
+    /// Whether a valid record now starts at `offset`, reading the file afresh: a writer
+    /// appended it while this cursor was reading (the cursor saw it half-copied, or still
+    /// zero in a preallocated segment). Never true for damage on a disk nobody writes.
+    #[cold]
+    fn written_meanwhile(&self, offset: u64) -> bool {
+        use std::os::unix::fs::FileExt;
+        let mut header = [0u8; RECORD_HEADER_LEN];
+        if self.file.read_exact_at(&mut header, offset).is_err() {
+            return false;
+        }
+        let len = u32_at(&header, 0) as usize;
+        if !(MIN_BODY_LEN..=MAX_BODY_LEN).contains(&len) {
+            return false;
+        }
+        let mut body = vec![0u8; len];
+        self.file.read_exact_at(&mut body, offset + RECORD_HEADER_LEN as u64).is_ok()
+            && crc32c::crc32c(&body) == u32_at(&header, 4)
+    }
+
     /// The file length if this cursor has seen the end of the file.
     fn seen_len(&self) -> Option<u64> {
         self.eof.then_some(self.base + self.end as u64)
@@ -481,6 +500,17 @@ impl Iterator for JournalReader {
                         });
                         self.spare = std::mem::take(&mut cursor.buf);
                         self.index += 1;
+                    }
+                    Stop::Damage { .. }
+                        if self.mode == ReadMode::StopAtTornTail
+                            && self.index + 1 == self.segments.len()
+                            && matches!(&*stop, Stop::Damage { offset, .. }
+                                if cursor.written_meanwhile(*offset)) =>
+                    {
+                        // A live writer's record, read while it was being copied: the end
+                        // of what is there for this pass, not damage.
+                        self.done = true;
+                        return None;
                     }
                     Stop::Damage { offset, reason } => match self.classify(&cursor, offset, reason)
                     {
