@@ -102,7 +102,7 @@
 //! numbers, not read from the rings.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -331,6 +331,10 @@ struct EventLog {
     window: Mutex<VecDeque<Arc<CommandEvents>>>,
     capacity: usize,
     published: Condvar,
+    /// Readers waiting on `published`. Changed only under the `window` lock, so a publisher
+    /// that appended under that lock and then sees 0 here has no one to wake: it skips the
+    /// `notify_all`, which is a system call every time otherwise (once per burst).
+    waiters: AtomicUsize,
 }
 
 /// A query job for the engine stage: the engine, and the last applied sequence number.
@@ -512,6 +516,7 @@ impl Node {
                 window: Mutex::new(VecDeque::with_capacity(config.event_window.min(1 << 20))),
                 capacity: config.event_window.max(1),
                 published: Condvar::new(),
+                waiters: AtomicUsize::new(0),
             },
             engine_doorbell: match config.pipeline {
                 Pipeline::Threads => Doorbell::new(),
@@ -1013,7 +1018,10 @@ impl Node {
             if now >= deadline {
                 return Ok(Vec::new());
             }
-            window = log.published.wait_timeout(window, deadline - now).expect("event log lock").0;
+            log.waiters.fetch_add(1, Ordering::Relaxed);
+            let waited = log.published.wait_timeout(window, deadline - now);
+            window = waited.expect("event log lock").0;
+            log.waiters.fetch_sub(1, Ordering::Relaxed);
         }
         match window.front() {
             Some(first) if first.seq <= from_seq => {
@@ -1674,7 +1682,12 @@ impl Stage for PublisherStage {
             }
             self.shared.counters.published_seq.store(last, Ordering::Release);
         }
-        self.shared.events.published.notify_all();
+        // A reader's increment of `waiters` happens under the window lock, so it is visible
+        // here (after this stage's own lock and unlock above) unless the reader had not yet
+        // looked — and then it sees what was just published without waiting.
+        if self.shared.events.waiters.load(Ordering::Relaxed) > 0 {
+            self.shared.events.published.notify_all();
+        }
         for s in &mut self.subscribers {
             for entry in &self.entries {
                 if s.feed.push(entry.clone()).is_err() {
