@@ -659,23 +659,11 @@ where
     scan.padding = reader.padding.take().filter(|p| Some(&p.file) == last_segment.as_ref());
     if truncate_torn_tail {
         if let Some(padding) = &scan.padding {
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&padding.file)
-                .map_err(|e| JournalError::io("open segment to trim padding", &padding.file, e))?;
-            file.set_len(padding.offset)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| JournalError::io("trim segment padding", &padding.file, e))?;
+            cut_segment(&padding.file, padding.offset, "trim segment padding")?;
             scan.padding_trimmed = true;
         }
         if let Some(torn) = &scan.torn_tail {
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&torn.file)
-                .map_err(|e| JournalError::io("open segment for truncation", &torn.file, e))?;
-            file.set_len(torn.offset)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| JournalError::io("truncate torn tail", &torn.file, e))?;
+            cut_segment(&torn.file, torn.offset, "truncate torn tail")?;
             scan.truncated = true;
         }
         for tmp in list_temp_files(dir)? {
@@ -688,4 +676,13 @@ where
         }
     }
     Ok(scan)
+}
+
+/// Truncate a segment to `len` bytes and sync it (`op` names the step in an error).
+fn cut_segment(path: &Path, len: u64, op: &'static str) -> Result<(), JournalError> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_len(len).and_then(|()| file.sync_all()))
+        .map_err(|e| JournalError::io(op, path, e))
 }
