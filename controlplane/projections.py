@@ -392,7 +392,10 @@ SCHEMA = [
             seq INTEGER NOT NULL,
             PRIMARY KEY (account, asset)
         )""",
-    ]
+    ],
+    # When each balance last changed (holds and releases included), for an account's
+    # updateTime; 0 for a balance not touched since this column was added.
+    ["ALTER TABLE balances ADD COLUMN time_ns INTEGER NOT NULL DEFAULT 0"],
 ]
 
 
@@ -778,9 +781,9 @@ class Projections:
             )
         for (account, asset), (free, held) in balances.items():
             conn.execute(
-                "INSERT OR REPLACE INTO balances (account, asset, free, held, seq) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (_db(account), asset, _db(free), _db(held), seq),
+                "INSERT OR REPLACE INTO balances (account, asset, free, held, seq, time_ns) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (_db(account), asset, _db(free), _db(held), seq, now),
             )
 
     def _apply_trade(
@@ -1291,6 +1294,14 @@ class Projections:
         return self._ranged(
             sql, args, "id", "time_ns", from_id, start_ms, end_ms, limit, _ledger_from
         )
+
+    def last_balance_change_ms(self, account: int) -> int:
+        """When any of the account's balances last changed, funds held or released by an
+        order included (UTC ms; 0 if never). A primary-key range: one row per asset."""
+        row = self.db.conn.execute(
+            "SELECT MAX(time_ns) FROM balances WHERE account = ?", (_db(account),)
+        ).fetchone()
+        return 0 if row[0] is None else int(row[0]) // 1_000_000
 
     def ledger_totals(self) -> dict[tuple[int, int], int]:
         """Σ delta per (account, asset) over the whole ledger (exact integers): equals the

@@ -195,6 +195,10 @@ def test_limit_order_life_client_ids_amend_and_cancel(tmp_path: Path) -> None:
             assert placed["status"] == "NEW"
             assert placed["fills"] == []
             assert placed["clientOrderId"] == "my-order_1"
+            # The order held funds: the account's balances last changed then.
+            assert 0 < account["updateTime"] < placed["transactTime"]
+            status, account = await v.call(demo, "GET", "/api/v3/account")
+            assert account["updateTime"] == placed["transactTime"]
             assert placed["orderListId"] == -1
             assert (placed["price"], placed["origQty"]) == ("50000.00000000", "0.01000000")
             assert (placed["type"], placed["side"], placed["timeInForce"]) == (

@@ -49,6 +49,7 @@ from controlplane.api.errors import (
     mandatory,
 )
 from controlplane.listing import fmt
+from controlplane.projections import PROJECTIONS
 
 NOTIFICATIONS_DEFAULT, NOTIFICATIONS_MAX = 100, 500
 
@@ -260,7 +261,9 @@ def commission_rates(maker_bps: int, taker_bps: int) -> dict[str, str]:
 async def account(request: web.Request) -> web.Response:
     """Binance's ``GET /api/v3/account``. Commissions are the account's fee tier in the
     engine (``makerCommission`` in basis points, ``commissionRates`` as fractions; no
-    buyer/seller surcharge); ``updateTime`` is 0 (not tracked)."""
+    buyer/seller surcharge); ``updateTime`` is when any of the account's balances last
+    changed, holds included (from the projections, once they have caught up with the
+    engine)."""
     signed = await authenticate(request, "read")
     read_only(signed, ACCOUNT_PARAMS)
     omit_text = signed.params.get("omitZeroBalances", "false")
@@ -287,6 +290,8 @@ async def account(request: web.Request) -> web.Response:
             }
         )
     maker_bps, taker_bps = fee_rates(exchange, signed.account)
+    await exchange.feed.wait_for(exchange.node.stats()["applied_seq"])
+    update_ms = request.app[PROJECTIONS].last_balance_change_ms(signed.account)
     can_trade = "trade" in signed.permissions and not user.frozen
     return json_response(
         {
@@ -301,7 +306,7 @@ async def account(request: web.Request) -> web.Response:
             "brokered": False,
             "requireSelfTradePrevention": False,
             "preventSor": False,
-            "updateTime": 0,
+            "updateTime": update_ms,
             "accountType": "SPOT",
             "balances": balances,
             "permissions": ["SPOT"],
