@@ -7,7 +7,7 @@ key is typed and unknown ones are rejected, with the path of the offending value
 The file has seven tables, all optional::
 
     [server]   data_dir = "data/bourse"
-    [http]     host = "127.0.0.1"   port = 8080
+    [http]     host = "127.0.0.1"   port = 8080   metrics_token (optional)
     [gateway]  listen = "127.0.0.1:7001"
     [node]     durability, segment_bytes, preallocate_segments, snapshot_every_commands,
                snapshot_every_secs,
@@ -65,6 +65,10 @@ class HttpSection(_Section):
     host: str = "127.0.0.1"
     port: int = 8080
     """0 picks a free port (printed on start)."""
+    metrics_token: Annotated[str, msgspec.Meta(min_length=16, pattern=r"^[!-~]+$")] | None = None
+    """If set, ``GET /metrics`` answers only ``Authorization: Bearer <metrics_token>``
+    (at least 16 printable characters; Prometheus: ``authorization: {credentials: ...}``);
+    unset, it is open to whoever reaches the port."""
 
 
 class GatewaySection(_Section):

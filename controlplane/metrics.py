@@ -45,9 +45,11 @@ several servers can run in one process. Four sources:
 
   Amounts are integers (atoms) internally and written in whole units at scrape time.
 
-Security: ``/metrics`` is public (no API key), like Prometheus's convention; it shows
-aggregate figures only, but operators should firewall it or bind the HTTP server to
-localhost behind a proxy that does not route it.
+Security: with ``[http] metrics_token`` set, ``/metrics`` answers only a request carrying
+``Authorization: Bearer <token>`` (compared in constant time; anything else is 401 with
+Binance's ``-1002``, and the token is never logged). Without it the endpoint is open, as
+Prometheus's convention has it: it shows aggregate figures only, but then firewall it or
+keep the HTTP server on localhost behind a proxy that does not route it.
 
 Cost: the middleware does two dict lookups and two metric updates per request; the
 consumer is O(events) with O(1) dict updates per event; memory O(price levels + active
@@ -59,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import shutil
 import time
 from collections import defaultdict
@@ -79,7 +82,7 @@ from prometheus_client.registry import Collector
 
 from controlplane import Node, NodeError
 from controlplane.api import EXCHANGE, Exchange
-from controlplane.api.errors import Handler
+from controlplane.api.errors import UNAUTHORIZED, ApiError, Handler
 from controlplane.engine_types import LatencyHistogram
 from controlplane.listing import Listing
 from controlplane.messages import (
@@ -530,7 +533,25 @@ def _middleware(metrics: Metrics) -> Middleware:
     return http_metrics
 
 
+def _authorized(request: web.Request, token: str | None) -> bool:
+    """Whether the request may read the metrics: no token configured, or its bearer token."""
+    if token is None:
+        return True
+    given = request.headers.get("Authorization", "")
+    scheme, _, credentials = given.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(credentials.strip().encode(), token.encode())
+
+
 async def metrics_endpoint(request: web.Request) -> web.Response:
+    if not _authorized(request, request.app[EXCHANGE].config.http.metrics_token):
+        raise ApiError(
+            UNAUTHORIZED,
+            "You are not authorized to execute this request.",
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     body, content_type = request.app[METRICS].exposition(request.headers.get("Accept"))
     return web.Response(body=body, headers={"Content-Type": content_type})
 

@@ -9,6 +9,9 @@
 #                      default 127.0.0.1:9090: open http://LISTEN_ADDRESS/consoles/overview.html
 # PROMETHEUS_STORAGE   (environment) the TSDB directory to use and keep; by default a
 #                      temporary one, removed on exit (history starts fresh every run).
+# BOURSE_METRICS_TOKEN (environment) Bourse's [http] metrics_token, if it has one: written
+#                      to an owner-only file in the working directory that the scrape
+#                      presents as its bearer token (never on a command line).
 #
 # It assembles a working directory: ops/prometheus/prometheus.yml with the target line
 # pointed at BOURSE_HTTP_ADDRESS (and the self-scrape at LISTEN_ADDRESS), the rules, and the
@@ -57,6 +60,12 @@ sed -e "s|\"[^\"]*\"\\]  # bourse-target|\"$TARGET\"]  # bourse-target|" \
     -e "s|\"[^\"]*\"\\]  # prometheus-self|\"$LISTEN\"]  # prometheus-self|" \
     "$OPS/prometheus/prometheus.yml" >"$WORK/prometheus.yml"
 grep -q "\"$TARGET\"\\]  # bourse-target" "$WORK/prometheus.yml"
+if [[ -n ${BOURSE_METRICS_TOKEN:-} ]]; then
+    (umask 077 && printf '%s' "$BOURSE_METRICS_TOKEN" >"$WORK/metrics-token")
+    sed -i "s|^    metrics_path: /metrics\$|&\n    authorization:\n      credentials_file: $WORK/metrics-token|" \
+        "$WORK/prometheus.yml"
+    grep -q "credentials_file: $WORK/metrics-token" "$WORK/prometheus.yml"
+fi
 
 child=
 cleanup() {

@@ -12,15 +12,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
+import pytest
 import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane import messages as m
 from controlplane.api.streams import STREAM_HUB
 from controlplane.bridge import EventFeed
+from controlplane.config import ConfigError
 from controlplane.demo import BTC, DEMO_ACCOUNTS, ETH, MARKETS, USDT
 from controlplane.metrics import METRICS
 from controlplane.serve import Server, start
+from tests.servers import server_config
 from tests.test_serve import config
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -299,3 +302,44 @@ def test_metrics_of_a_running_exchange(tmp_path: Path) -> None:
         await asyncio.wait_for(scenario(), 90)
 
     uvloop.run(main())
+
+
+def test_a_metrics_token_admits_only_its_bearer(tmp_path: Path) -> None:
+    token = "scrape-4c1d9e0b7f2a"
+    cfg = server_config(tmp_path / "bourse", http={"metrics_token": token}, demo={"enabled": False})
+
+    async def scenario() -> None:
+        server = await start(cfg)
+        try:
+            async with aiohttp.ClientSession() as http:
+                url = server.base_url + "/metrics"
+                for headers in (
+                    {},
+                    {"Authorization": "Bearer wrong-token-0123456"},
+                    {"Authorization": f"Bearer {token}x"},
+                    {"Authorization": f"Basic {token}"},
+                    {"Authorization": token},
+                ):
+                    async with http.get(url, headers=headers) as response:
+                        assert response.status == 401, headers
+                        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+                        assert await response.json() == {
+                            "code": -1002,
+                            "msg": "You are not authorized to execute this request.",
+                        }
+                async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
+                    assert response.status == 200
+                    assert "bourse_engine_applied_seq" in await response.text()
+                # The rest of the API is unaffected.
+                async with http.get(server.base_url + "/api/v3/ping") as response:
+                    assert response.status == 200
+        finally:
+            await server.stop()
+
+    uvloop.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_metrics_token_must_be_long_and_printable(tmp_path: Path) -> None:
+    for bad in ("short", "has a space in it!!", "tab\tinside-the-token"):
+        with pytest.raises(ConfigError, match="metrics_token"):
+            server_config(tmp_path, http={"metrics_token": bad})

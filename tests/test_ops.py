@@ -168,8 +168,12 @@ def test_promtool_unit_tests_fire_every_alert_and_not_when_healthy() -> None:
 # Integration ---------------------------------------------------------------------------------
 
 
+METRICS_TOKEN = "ops-test-scrape-token-7f3a"
+"""The live test's server guards /metrics with a token; run-prometheus.sh presents it."""
+
+
 def bourse_config(data_dir: Path) -> ServerConfig:
-    return server_config(data_dir)
+    return server_config(data_dir, http={"metrics_token": METRICS_TOKEN})
 
 
 def free_port() -> int:
@@ -183,7 +187,11 @@ def free_port() -> int:
 def prometheus(target: str, listen: str, tmp_path: Path) -> Iterator[Path]:
     """ops/run-prometheus.sh in its own process group; yields its log file."""
     log = tmp_path / "prometheus.log"
-    env = {**os.environ, "PROMETHEUS_STORAGE": str(tmp_path / "tsdb")}
+    env = {
+        **os.environ,
+        "PROMETHEUS_STORAGE": str(tmp_path / "tsdb"),
+        "BOURSE_METRICS_TOKEN": METRICS_TOKEN,
+    }
     with log.open("w") as out:
         process = subprocess.Popen(
             [str(OPS / "run-prometheus.sh"), target, listen],
@@ -248,7 +256,8 @@ def test_prometheus_scrapes_a_live_node_and_every_dashboard_query_has_data(
         stop = asyncio.Event()
         try:
             async with aiohttp.ClientSession() as http:
-                async with http.get(server.base_url + "/metrics") as response:
+                bearer = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+                async with http.get(server.base_url + "/metrics", headers=bearer) as response:
                     exposition = await response.text()
                 if response.status == 404:
                     message = "the node has no GET /metrics (controlplane/metrics.py)"
