@@ -494,6 +494,7 @@ class RecoveryReport(TypedDict):
     skipped_snapshots: list[str]
     replayed: int
     torn_tail: str | None
+    padding_trimmed: int
     next_seq: int
     last_timestamp_ns: int
     state_hash: str

@@ -248,6 +248,7 @@ def test_sigkill_at_random_points_loses_nothing_acknowledged(tmp_path: Path) -> 
     started = time.monotonic()
     plans: dict[str, int] = {}
     torn = 0
+    padded = 0  # restarts that trimmed a preallocated segment's zero padding
     leftovers: dict[str, set[str]] = {"snap.tmp": set(), "journal.tmp": set()}  # mid-write kills
     for iteration in range(ITERATIONS + 1):
         for kind in leftovers:
@@ -268,6 +269,7 @@ def test_sigkill_at_random_points_loses_nothing_acknowledged(tmp_path: Path) -> 
         assert ready["event"] == "ready", ready
         recovery = ready["recovery"]
         torn += recovery["torn_tail"] is not None
+        padded += recovery["padding_trimmed"] > 0
         history.check_restart(recovery)
         next_seq = recovery["next_seq"]
         history.last_run = []
@@ -316,10 +318,12 @@ def test_sigkill_at_random_points_loses_nothing_acknowledged(tmp_path: Path) -> 
     print(
         f"\ncrash test: {ITERATIONS} SIGKILLs {plans}, {history.durable_seq} commands journaled, "
         f"{len(history.acked)} acknowledged, {history.unacked_durable} durable but unacknowledged "
-        f"at a kill, {torn} torn tails, temporary files left by kills {temporary}, "
+        f"at a kill, {torn} torn tails, {padded} padded segments trimmed, temporary files left "
+        f"by kills {temporary}, "
         f"{elapsed:.1f} s"
     )
     assert history.durable_seq > ITERATIONS * 5
+    assert padded > 0, "no restart met a preallocated segment"
     assert len(snapshots(data_dir)) == KEEP_SNAPSHOTS
 
 

@@ -46,6 +46,9 @@ pub struct RecoveryReport {
     pub replayed: u64,
     /// The torn tail cut off, if any (as a log line).
     pub torn_tail: Option<String>,
+    /// Bytes of zero padding cut off the last journal segment (a preallocated segment the
+    /// node had not filled; 0 if none).
+    pub padding_trimmed: u64,
     /// The sequence number the node continues at.
     pub next_seq: u64,
     /// Timestamp of the last command applied (0 if none).
@@ -126,6 +129,9 @@ pub fn recover(config: &NodeConfig) -> Result<Recovered, NodeError> {
     if let Some(torn) = &scan.torn_tail {
         eprintln!("bourse-node: recovery: {torn}");
         report.torn_tail = Some(torn.to_string());
+    }
+    if let Some(padding) = scan.padding.as_ref().filter(|_| scan.padding_trimmed) {
+        report.padding_trimmed = padding.len - padding.offset;
     }
     if scan.last_seq + 1 < expected {
         // The journal ends before the snapshot: only possible if records were lost.

@@ -585,7 +585,7 @@ fn preallocated_segments_roll_read_and_recover() {
         let dir = tempfile::tempdir().unwrap();
         let w = JournalWriter::open(&preallocating(dir.path(), 16 << 10, durability), 1).unwrap();
         assert_eq!(file_len(w.current_segment()), SEGMENT_HEADER_LEN as u64);
-        assert!(!w.spare_ready() && !dir.path().join(SPARE_SEGMENT_NAME).exists());
+        assert!(!w.spare_ready() && w.spare_segment().is_none());
     }
     {
         let durability = Durability::Fsync;
@@ -596,7 +596,9 @@ fn preallocated_segments_roll_read_and_recover() {
         // the next one is prepared beside it.
         assert_eq!(file_len(w.current_segment()), seg);
         wait_for_spare(&w);
-        assert_eq!(file_len(&dir.path().join(SPARE_SEGMENT_NAME)), seg);
+        let spare = w.spare_segment().unwrap().to_path_buf();
+        assert!(spare.file_name().unwrap().to_str().unwrap().starts_with(SPARE_SEGMENT_PREFIX));
+        assert_eq!(file_len(&spare), seg);
         let (mut rolls, mut preallocated_rolls) = (0, 0);
         for first in (1..=3_000).step_by(10) {
             for s in first..first + 10 {
@@ -627,8 +629,9 @@ fn preallocated_segments_roll_read_and_recover() {
 
         // Dropped without a clean shutdown: the spare goes, the padding stays, recovery
         // trims it.
+        let spare = w.spare_segment().unwrap().to_path_buf();
         drop(w);
-        assert!(!dir.path().join(SPARE_SEGMENT_NAME).exists());
+        assert!(!spare.exists());
         let scan = recover_journal(dir.path(), true).unwrap();
         assert_eq!((scan.last_seq, scan.records, scan.torn_tail.clone()), (3_000, 3_000, None));
         let padding = scan.padding.clone().unwrap();
@@ -655,14 +658,20 @@ fn preallocated_segment_crash_cases() {
     let w = JournalWriter::open(&preallocating(dir.path(), seg, Durability::Fsync), 1).unwrap();
     wait_for_spare(&w);
     drop(w);
-    let leftover = dir.path().join(SPARE_SEGMENT_NAME);
+    let leftover = dir.path().join(format!("{SPARE_SEGMENT_PREFIX}1-0.journal.tmp"));
     std::fs::write(&leftover, vec![0u8; 4096]).unwrap();
     let scan = recover_journal(dir.path(), true).unwrap();
     assert_eq!((scan.last_seq, scan.torn_tail), (0, None));
     assert!(scan.padding_trimmed);
     assert_eq!(scan.removed_temp_files, vec![leftover]);
     assert_eq!(segments(dir.path())[0].len, SEGMENT_HEADER_LEN as u64);
-    // The empty segment is taken over, as without preallocation.
+    // The empty segment is taken over, as without preallocation...
+    let w = JournalWriter::open(&preallocating(dir.path(), seg, Durability::Fsync), 1).unwrap();
+    // ...and so it is without a recovery in between: a header and zeros hold no records.
+    drop(w);
+    assert_eq!(file_len(&segments(dir.path())[0].path), seg);
+    let gap = JournalWriter::open(&preallocating(dir.path(), seg, Durability::Fsync), 5);
+    assert!(matches!(gap, Err(JournalError::Conflict { .. })), "{gap:?}");
     let mut w = JournalWriter::open(&preallocating(dir.path(), seg, Durability::Fsync), 1).unwrap();
     append_range(&mut w, 1, 100);
     let path = w.current_segment().to_path_buf();
@@ -736,4 +745,37 @@ fn a_follower_reading_while_records_are_written_stops_quietly() {
     // The next pass sees both.
     assert_reads(dir.path(), 1, 12);
     drop(w);
+}
+
+#[test]
+fn writers_replacing_each_other_keep_their_own_spares() {
+    // `w = JournalWriter::open(..)` opens the new writer before the old one is dropped: for
+    // a moment two writers (and two spares) share the directory.
+    let dir = tempfile::tempdir().unwrap();
+    let seg = 16 << 10;
+    let config = preallocating(dir.path(), seg, Durability::Fsync);
+    let mut w = JournalWriter::open(&config, 1).unwrap();
+    append_range(&mut w, 1, 10);
+    wait_for_spare(&w);
+    drop(w);
+    let _ = recover_journal(dir.path(), true).unwrap();
+    let mut w = JournalWriter::open(&config, 11).unwrap();
+    wait_for_spare(&w);
+    let first_spare = w.spare_segment().unwrap().to_path_buf();
+    // The first writer's segment holds no record yet: the second takes it over.
+    w = JournalWriter::open(&config, 11).unwrap();
+    assert!(!first_spare.exists(), "the dropped writer removed its own spare");
+    wait_for_spare(&w);
+    let mut rolled_preallocated = 0;
+    for s in 11..=400 {
+        w.append(s, ts(s), &journal_command(s)).unwrap();
+        let stats = w.commit().unwrap();
+        if stats.rolled {
+            rolled_preallocated += u32::from(stats.rolled_preallocated);
+            wait_for_spare(&w);
+        }
+    }
+    assert!(rolled_preallocated > 0);
+    drop(w);
+    assert_reads(dir.path(), 1, 400);
 }

@@ -57,7 +57,8 @@
 //! filesystem has no metadata to commit (on the reference machine's ext4 this cut `write` +
 //! `fdatasync` of a batch from 160–200 to 100–140 µs at p50 and from 300–480 to 180–260 µs
 //! at p99). The first segment is zero-filled in [`JournalWriter::open`]; while it fills up,
-//! a background thread prepares the next one as [`SPARE_SEGMENT_NAME`] — 64 KiB at a time,
+//! a background thread prepares the next one as a spare file ([`SPARE_SEGMENT_PREFIX`]…,
+//! ending in `.journal.tmp`) — 64 KiB at a time,
 //! each written out to the device without a cache flush, paced at 32 MiB/s so that no
 //! commit's `fdatasync` has to persist more than a few kilobytes of it — and a roll installs
 //! the spare (header written over its first bytes, synced, renamed into place, directory
@@ -164,7 +165,7 @@ pub use reader::{
     SegmentPadding,
 };
 pub use segment::{list_segments, remove_segments_before, SegmentInfo};
-pub use writer::{CommitStats, JournalConfig, JournalWriter, SPARE_SEGMENT_NAME};
+pub use writer::{CommitStats, JournalConfig, JournalWriter, SPARE_SEGMENT_PREFIX};
 
 /// Magic bytes at the start of every segment.
 pub const SEGMENT_MAGIC: [u8; 4] = *b"BRSJ";

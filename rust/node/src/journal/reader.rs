@@ -501,26 +501,30 @@ impl Iterator for JournalReader {
                         self.spare = std::mem::take(&mut cursor.buf);
                         self.index += 1;
                     }
-                    Stop::Damage { .. }
-                        if self.mode == ReadMode::StopAtTornTail
-                            && self.index + 1 == self.segments.len()
-                            && matches!(&*stop, Stop::Damage { offset, .. }
-                                if cursor.written_meanwhile(*offset)) =>
-                    {
-                        // A live writer's record, read while it was being copied: the end
-                        // of what is there for this pass, not damage.
-                        self.done = true;
-                        return None;
-                    }
-                    Stop::Damage { offset, reason } => match self.classify(&cursor, offset, reason)
-                    {
-                        Ok(torn) => {
-                            self.torn = Some(torn);
+                    Stop::Damage { offset, reason } => {
+                        // A reader following a live writer may have caught a record while it
+                        // was being copied: if it is whole now, this pass ends there. Asked
+                        // before the damage is judged and again after (the writer may finish
+                        // that record and the next between the two looks).
+                        let live = self.mode == ReadMode::StopAtTornTail
+                            && self.index + 1 == self.segments.len();
+                        if live && cursor.written_meanwhile(offset) {
                             self.done = true;
                             return None;
                         }
-                        Err(e) => return self.fail(e),
-                    },
+                        match self.classify(&cursor, offset, reason) {
+                            Ok(torn) => {
+                                self.torn = Some(torn);
+                                self.done = true;
+                                return None;
+                            }
+                            Err(_) if live && cursor.written_meanwhile(offset) => {
+                                self.done = true;
+                                return None;
+                            }
+                            Err(e) => return self.fail(e),
+                        }
+                    }
                     Stop::Error(e) => return self.fail(e),
                 },
             }

@@ -1,5 +1,6 @@
 //! Segment files in a journal directory: listing and compaction.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::{segment_file_name, sync_dir, JournalError, SEGMENT_EXT, SEGMENT_HEADER_LEN};
@@ -62,6 +63,31 @@ pub fn list_segments(dir: &Path) -> Result<Vec<SegmentInfo>, JournalError> {
     }
     out.sort_by_key(|s| s.first_seq);
     Ok(out)
+}
+
+/// Whether `segment` holds no record: it is a header at most, or a header followed by
+/// nothing but zero bytes (a preallocated segment before its first record). Reads the file
+/// past the header if it is longer, O(its length).
+pub(crate) fn holds_no_records(segment: &SegmentInfo) -> Result<bool, JournalError> {
+    if segment.is_empty() {
+        return Ok(true);
+    }
+    let io = |e| JournalError::io("read segment", &segment.path, e);
+    let mut file = std::fs::File::open(&segment.path).map_err(io)?;
+    file.seek(SeekFrom::Start(SEGMENT_HEADER_LEN as u64)).map_err(io)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(true),
+            Ok(n) => {
+                if buf[..n].iter().any(|&b| b != 0) {
+                    return Ok(false);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
 }
 
 /// Leftover `*.journal.tmp` files (segments whose creation a crash interrupted).

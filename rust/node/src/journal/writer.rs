@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -12,7 +12,7 @@ use std::time::Instant;
 use bourse_engine::Command;
 use serde::{Deserialize, Serialize};
 
-use super::segment::{list_segments, remove_segments_before, segment_path};
+use super::segment::{holds_no_records, list_segments, remove_segments_before, segment_path};
 use super::{
     encode_segment_header, sync_dir, Durability, JournalError, Origin, NONE_FLUSH_BYTES,
     RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
@@ -114,13 +114,22 @@ pub struct JournalWriter {
     /// sync. At most one is in flight; its failure poisons the writer like any other.
     retired_sync: Option<(PathBuf, JoinHandle<std::io::Result<()>>)>,
     /// With [`JournalConfig::preallocate`]: the next segment, being zero-filled on its own
-    /// thread as [`SPARE_SEGMENT_NAME`] while this one fills up.
+    /// thread (named [`SPARE_SEGMENT_PREFIX`]…) while this one fills up.
     spare: Option<SpareSegment>,
 }
 
-/// Name of the zero-filled file a preallocating writer keeps ready for its next segment. It
-/// ends in `.journal.tmp`, so readers ignore it and a truncating recovery deletes it.
-pub const SPARE_SEGMENT_NAME: &str = "spare.journal.tmp";
+/// Names of the zero-filled files preallocating writers keep ready for their next segment
+/// start with this: `spare-{pid}-{n}.journal.tmp`, one name per preparation (so two writers
+/// never share a file). They end in `.journal.tmp`, so readers ignore them and a truncating
+/// recovery deletes leftovers.
+pub const SPARE_SEGMENT_PREFIX: &str = "spare-";
+
+/// A fresh spare file name in `dir`.
+fn spare_path(dir: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("{SPARE_SEGMENT_PREFIX}{}-{n}.journal.tmp", std::process::id()))
+}
 
 /// Bytes zero-filled per `write(2)` when a segment is preallocated in [`JournalWriter::open`].
 const ZERO_FILL_CHUNK: usize = 1 << 20;
@@ -146,10 +155,10 @@ struct SpareSegment {
 }
 
 impl SpareSegment {
-    /// Start zero-filling `dir/SPARE_SEGMENT_NAME` to `len` bytes on a new thread, paced
+    /// Start zero-filling a new spare file in `dir` to `len` bytes on a new thread, paced
     /// (see [`SPARE_BYTES_PER_SEC`]), then sync it.
     fn prepare(dir: &Path, len: u64) -> std::io::Result<SpareSegment> {
-        let path = dir.join(SPARE_SEGMENT_NAME);
+        let path = spare_path(dir);
         let cancel = Arc::new(AtomicBool::new(false));
         let handle = {
             let (path, cancel) = (path.clone(), cancel.clone());
@@ -233,6 +242,9 @@ impl JournalWriter {
         let dir = config.dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| JournalError::io("create directory", &dir, e))?;
         if let Some(last) = list_segments(&dir)?.last() {
+            // Header only, or header and zero padding (a preallocated segment a crash left
+            // before its first record, when no truncating recovery has trimmed it).
+            let holds_records = !holds_no_records(last)?;
             if last.first_seq > next_seq {
                 return Err(JournalError::Conflict {
                     path: last.path.clone(),
@@ -242,7 +254,7 @@ impl JournalWriter {
                     ),
                 });
             }
-            if last.is_empty() && last.first_seq != next_seq {
+            if !holds_records && last.first_seq != next_seq {
                 return Err(JournalError::Conflict {
                     path: last.path.clone(),
                     reason: format!(
@@ -252,7 +264,7 @@ impl JournalWriter {
                     ),
                 });
             }
-            if last.first_seq == next_seq && !last.is_empty() {
+            if last.first_seq == next_seq && holds_records {
                 return Err(JournalError::Conflict {
                     path: last.path.clone(),
                     reason: format!("segment for next seq {next_seq} already holds records"),
@@ -473,7 +485,17 @@ impl JournalWriter {
         let spare = self.spare.take()?;
         match spare.handle.join() {
             Ok(Ok(file)) => Some((file, spare.path)),
-            Ok(Err(_)) | Err(_) => {
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "its thread panicked".to_string(),
+                };
+                // Only speed is lost (this roll creates a plain segment); say so, since a
+                // lasting cause (a full disk) would otherwise turn preallocation off unseen.
+                eprintln!(
+                    "bourse-journal: preparing the spare segment {} failed: {why}",
+                    spare.path.display()
+                );
                 let _ = std::fs::remove_file(&spare.path);
                 None
             }
@@ -515,8 +537,9 @@ impl JournalWriter {
         self.batch_records
     }
 
-    /// Whether a preallocated spare segment is ready for the next roll (false without
-    /// preallocation).
+    /// Whether the spare segment's preparation has finished (false without preallocation).
+    /// A spare that failed counts as finished: the next roll reports it, creates a plain
+    /// segment and starts another.
     pub fn spare_ready(&self) -> bool {
         self.spare.as_ref().is_some_and(|spare| spare.handle.is_finished())
     }
@@ -534,6 +557,11 @@ impl JournalWriter {
     /// The segment being written.
     pub fn current_segment(&self) -> &Path {
         &self.path
+    }
+
+    /// The spare segment's file, while one is being prepared or is ready.
+    pub fn spare_segment(&self) -> Option<&Path> {
+        self.spare.as_ref().map(|spare| spare.path.as_path())
     }
 
     /// Compaction: delete the segments whose records are all below `seq` (see
