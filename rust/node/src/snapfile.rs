@@ -322,7 +322,7 @@ pub fn write_snapshot_payload(
     let path = dir.join(snapshot_file_name(seq));
     let tmp = dir.join(format!("{}.tmp", snapshot_file_name(seq)));
     let write = || -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
+        let mut f = crate::journal::create_private(&tmp)?;
         f.write_all(&header.encode())?;
         f.write_all(payload)?;
         f.sync_all()

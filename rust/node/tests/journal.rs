@@ -115,6 +115,11 @@ fn roundtrip_across_segment_rolls() {
     assert!(segs.len() >= 10, "expected many segments, got {}", segs.len());
     assert_eq!(segs[0].first_seq, 1);
     assert_eq!(segs[0].path.file_name().unwrap(), "00000000000000000001.journal");
+    // Only the owner reads the journal (every account's orders and transfers are in it).
+    use std::os::unix::fs::PermissionsExt;
+    for s in &segs {
+        assert_eq!(std::fs::metadata(&s.path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
     for s in &segs[..segs.len() - 1] {
         // Each finished segment reached the roll size, and exceeds it by less than one batch.
         assert!(s.len >= 16 << 10 && s.len < (16 << 10) + 17 * 100, "segment size {}", s.len);
@@ -599,6 +604,8 @@ fn preallocated_segments_roll_read_and_recover() {
         let spare = w.spare_segment().unwrap().to_path_buf();
         assert!(spare.file_name().unwrap().to_str().unwrap().starts_with(SPARE_SEGMENT_PREFIX));
         assert_eq!(file_len(&spare), seg);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&spare).unwrap().permissions().mode() & 0o777, 0o600);
         let (mut rolls, mut preallocated_rolls) = (0, 0);
         for first in (1..=3_000).step_by(10) {
             for s in first..first + 10 {

@@ -40,6 +40,9 @@ fn roundtrip_restores_the_same_engine() {
     let (snap, hash) = engine_state(3_000);
     assert!(snap.markets[0].bids.len() > 100 && snap.markets[0].asks.len() > 100);
     let path = write_snapshot(dir.path(), 3_007, hash, &snap, &[]).unwrap();
+    // Only the owner reads a snapshot (every account's balances and orders are in it).
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(path, dir.path().join("snapshot-00000000000000003007.snap"));
     let back = read_snapshot(&path).unwrap();
     assert_eq!((back.seq, back.state_hash), (3_007, hash));

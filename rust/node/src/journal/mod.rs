@@ -165,6 +165,7 @@ pub use reader::{
     SegmentPadding,
 };
 pub use segment::{list_segments, remove_segments_before, SegmentInfo};
+pub(crate) use writer::create_private;
 pub use writer::{CommitStats, JournalConfig, JournalWriter, SPARE_SEGMENT_PREFIX};
 
 /// Magic bytes at the start of every segment.

@@ -163,7 +163,7 @@ impl SpareSegment {
         let handle = {
             let (path, cancel) = (path.clone(), cancel.clone());
             std::thread::Builder::new().name("bourse-journal-spare".into()).spawn(move || {
-                let file = File::create(&path)?;
+                let file = create_private(&path)?;
                 paced_zero_fill(&file, len, &cancel)?;
                 if cancel.load(Ordering::Relaxed) {
                     return Err(std::io::Error::other("spare segment preparation cancelled"));
@@ -605,7 +605,7 @@ fn create_segment(
     let mut tmp = path.clone().into_os_string();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut file = File::create(&tmp).map_err(|e| JournalError::io("create segment", &tmp, e))?;
+    let mut file = create_private(&tmp).map_err(|e| JournalError::io("create segment", &tmp, e))?;
     if let Some(len) = preallocate {
         zero_fill(&file, len).map_err(|e| JournalError::io("zero-fill segment", &tmp, e))?;
     }
@@ -645,4 +645,11 @@ fn install_spare(
         sync_dir(dir)?;
     }
     Ok((file, path))
+}
+
+/// Create (or truncate) a file only its owner can read or write: the journal holds every
+/// account's orders and transfers.
+pub(crate) fn create_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
 }
