@@ -40,6 +40,11 @@ class Exchange:
     bridge: EngineBridge
     feed: EventFeed
 
+    async def caught_up(self) -> None:
+        """Wait until the event feed (and so the projections) has passed every command the
+        node has applied, whichever door it came through."""
+        await self.feed.wait_for(self.node.stats()["applied_seq"])
+
 
 EXCHANGE = web.AppKey("exchange", Exchange)
 

@@ -419,11 +419,6 @@ class Trading:
     ids: ClientOrderIds
     projections: Projections
 
-    async def caught_up(self) -> None:
-        """Wait until the projections show every command the node has applied (orders placed
-        through other doors included)."""
-        await self.exchange.feed.wait_for(self.exchange.node.stats()["applied_seq"])
-
     def find(
         self, account: int, mk: Market, order_id: int | None, client_text: str | None
     ) -> OrderRow | None:
@@ -571,7 +566,7 @@ async def cancel_order(request: web.Request) -> web.Response:
     order_id, client_text = _order_ref(params, "orderId", "origClientOrderId")
     cancel_id = _cancel_id(params, "newClientOrderId")
     restriction = _restriction(params)
-    await t.caught_up()
+    await t.exchange.caught_up()
     row = t.find(signed.account, mk, order_id, client_text)
     if row is None:
         raise unknown_order()
@@ -700,7 +695,7 @@ async def cancel_replace(request: web.Request) -> web.Response:
     account = signed.account
     cancel_response: dict[str, Any] | None = None
     cancel_error: ApiError | None = None
-    await t.caught_up()
+    await t.exchange.caught_up()
     row = t.find(account, mk, order_id, client_text)
     try:
         if row is None:
@@ -768,7 +763,7 @@ async def amend_keep_priority(request: web.Request) -> web.Response:
     if new_qty == 0 or new_qty % mk.lot_size:
         raise filter_failure("LOT_SIZE")
     account = signed.account
-    await t.caught_up()
+    await t.exchange.caught_up()
     row = t.find(account, mk, order_id, client_text)
     if row is None or not row.is_open:
         raise no_such_order()

@@ -290,7 +290,7 @@ async def account(request: web.Request) -> web.Response:
             }
         )
     maker_bps, taker_bps = fee_rates(exchange, signed.account)
-    await exchange.feed.wait_for(exchange.node.stats()["applied_seq"])
+    await exchange.caught_up()
     update_ms = request.app[PROJECTIONS].last_balance_change_ms(signed.account)
     can_trade = "trade" in signed.permissions and not user.frozen
     return json_response(
