@@ -417,6 +417,26 @@ pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// Whether `bytes` are all zero (OR-folded in blocks, which vectorizes).
+pub(crate) fn all_zero(bytes: &[u8]) -> bool {
+    bytes.chunks(4096).all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
+/// Read `source` to its end through `buf`: `Some(bytes read)` if every one was zero, `None`
+/// at the first non-zero byte. The zero-padding check of preallocated segments.
+pub(crate) fn zeros_to_end(source: &mut impl io::Read, buf: &mut [u8]) -> io::Result<Option<u64>> {
+    let mut read = 0u64;
+    loop {
+        match source.read(buf) {
+            Ok(0) => return Ok(Some(read)),
+            Ok(n) if all_zero(&buf[..n]) => read += n as u64,
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// `fsync` a directory, so that creations, renames and deletions in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), JournalError> {
     std::fs::File::open(dir)

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use super::segment::{list_segments, list_temp_files, SegmentInfo};
 use super::{
-    decode_body, decode_segment_header, sync_dir, u32_at, u64_at, JournalError, Record, TornTail,
-    MAX_BODY_LEN, MIN_BODY_LEN, READ_CHUNK, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    all_zero, decode_body, decode_segment_header, sync_dir, u32_at, u64_at, zeros_to_end,
+    JournalError, Record, TornTail, MAX_BODY_LEN, MIN_BODY_LEN, READ_CHUNK, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN,
 };
 
 /// What a reader does at damage in the last segment.
@@ -222,23 +223,22 @@ impl Cursor {
     /// Whether every byte from the read position to the end of the file is zero. Consumes
     /// the buffer (the cursor is finished with the segment either way).
     fn rest_is_zero(&mut self) -> Result<bool, JournalError> {
-        loop {
-            if !all_zero(&self.buf[self.pos..self.end]) {
-                return Ok(false);
-            }
-            self.base += self.end as u64;
-            self.pos = 0;
-            self.end = 0;
-            if self.eof {
-                return Ok(true);
-            }
-            match self.file.read(&mut self.buf) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.end = n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(JournalError::io("read segment", &self.path, e)),
-            }
+        if !all_zero(&self.buf[self.pos..self.end]) {
+            return Ok(false);
         }
+        self.base += self.end as u64;
+        self.pos = 0;
+        self.end = 0;
+        if self.eof {
+            return Ok(true);
+        }
+        let zeros = zeros_to_end(&mut self.file, &mut self.buf)
+            .map_err(|e| JournalError::io("read segment", &self.path, e))?;
+        if let Some(read) = zeros {
+            self.base += read;
+            self.eof = true;
+        }
+        Ok(zeros.is_some())
     }
 
     #[cold]
@@ -269,11 +269,6 @@ impl Cursor {
     fn seen_len(&self) -> Option<u64> {
         self.eof.then_some(self.base + self.end as u64)
     }
-}
-
-/// Whether `bytes` are all zero (OR-folded in blocks, which vectorizes).
-fn all_zero(bytes: &[u8]) -> bool {
-    bytes.chunks(4096).all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
 /// The zero padding at the end of a preallocated segment.

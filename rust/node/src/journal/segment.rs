@@ -1,9 +1,11 @@
 //! Segment files in a journal directory: listing and compaction.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::{segment_file_name, sync_dir, JournalError, SEGMENT_EXT, SEGMENT_HEADER_LEN};
+use super::{
+    segment_file_name, sync_dir, zeros_to_end, JournalError, SEGMENT_EXT, SEGMENT_HEADER_LEN,
+};
 
 /// One segment file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,19 +77,7 @@ pub(crate) fn holds_no_records(segment: &SegmentInfo) -> Result<bool, JournalErr
     let io = |e| JournalError::io("read segment", &segment.path, e);
     let mut file = std::fs::File::open(&segment.path).map_err(io)?;
     file.seek(SeekFrom::Start(SEGMENT_HEADER_LEN as u64)).map_err(io)?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => return Ok(true),
-            Ok(n) => {
-                if buf[..n].iter().any(|&b| b != 0) {
-                    return Ok(false);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io(e)),
-        }
-    }
+    Ok(zeros_to_end(&mut file, &mut vec![0u8; 1 << 20]).map_err(io)?.is_some())
 }
 
 /// Leftover `*.journal.tmp` files (segments whose creation a crash interrupted).
